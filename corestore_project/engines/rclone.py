@@ -1,0 +1,146 @@
+"""The embedded object engine: rclone's `serve s3` over local directories.
+
+rclone learns every access key from an auth proxy program
+(rclone_auth_proxy.py), which reads the key map that this adapter keeps in
+<data>/s3/keys.json. The map holds no secrets: the proxy derives them from the
+master secret. Each tenant key gets a `combine` backend that holds only its own
+bucket; the admin key gets the whole buckets directory.
+"""
+
+import fcntl
+import json
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from django.conf import settings
+
+from .base import (
+    EngineUnavailable,
+    ObjectEngine,
+    ProcessSpec,
+    connect_host,
+    ensure_dir,
+    port_open,
+    venv_bin,
+)
+
+PROXY_SCRIPT = Path(__file__).with_name("rclone_auth_proxy.py")
+
+
+class RcloneEngine(ObjectEngine):
+    kind = "rclone"
+    embedded = True
+    limits = [
+        "a removed access key keeps working for up to about 5 minutes "
+        "(rclone caches the auth proxy's answer)",
+        "object metadata (Content-Type, x-amz-meta-*) is kept in memory only "
+        "and is private to the key that wrote it",
+        "ACL, tagging and legal-hold PUTs overwrite or truncate the object; "
+        "UploadPartCopy yields empty parts; Range GET answers 200",
+        "keys 'foo/bar' and 'foo/bar/x' cannot both exist (objects are files)",
+        "no versioning, object lock, bucket policies or lifecycle rules",
+        "a tenant may delete its own bucket while it is empty",
+    ]
+
+    @property
+    def root(self) -> Path:
+        return settings.DATA_DIR / "s3"
+
+    @property
+    def buckets_dir(self) -> Path:
+        return self.root / "buckets"
+
+    @property
+    def key_map_path(self) -> Path:
+        return self.root / "keys.json"
+
+    def prepare(self) -> None:
+        ensure_dir(self.root)
+        ensure_dir(self.buckets_dir)
+        if not self.key_map_path.exists():
+            self._write_key_map({})
+
+    def processes(self) -> list[ProcessSpec]:
+        command = [
+            venv_bin("rclone"),
+            "serve",
+            "s3",
+            "--addr",
+            f"{settings.BIND_ADDRESS}:{settings.S3_PORT}",
+            "--auth-proxy",
+            f"{sys.executable} -I -S {PROXY_SCRIPT}",
+            # off: `writes` acknowledges a PUT before it is on disk.
+            "--vfs-cache-mode",
+            "off",
+            # A failed PUT otherwise leaves a stale listing for 5 minutes.
+            "--dir-cache-time",
+            "1s",
+            "--force-path-style",
+            "--config",
+            "/dev/null",
+            "--log-level",
+            "NOTICE",
+        ]
+        environment = {
+            "CORESTORE_S3_ROOT": str(self.root),
+            "CORESTORE_DATA_DIR": str(settings.DATA_DIR),
+        }
+        return [
+            ProcessSpec(
+                name="objectstorage",
+                command=command,
+                environment=environment,
+                priority=20,
+            )
+        ]
+
+    def ready(self) -> bool:
+        return port_open(connect_host(), settings.S3_PORT)
+
+    @contextmanager
+    def _locked_key_map(self):
+        ensure_dir(self.root)
+        with open(self.root / "keys.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield self._read_key_map()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read_key_map(self) -> dict:
+        try:
+            return json.loads(self.key_map_path.read_text())
+        except FileNotFoundError:
+            return {}
+
+    def _write_key_map(self, keys: dict) -> None:
+        # Write-then-rename: the proxy may read the map at any moment.
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".keys-")
+        with os.fdopen(fd, "w") as handle:
+            json.dump(keys, handle, indent=1, sort_keys=True)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.key_map_path)
+
+    def ensure_tenant(self, bucket: str, access_key: str, service_id: str) -> None:
+        if not self.ready():
+            raise EngineUnavailable("object engine is not answering")
+        ensure_dir(self.buckets_dir / bucket, 0o755)
+        with self._locked_key_map() as keys:
+            entry = {"bucket": bucket, "serviceId": service_id}
+            if keys.get(access_key) != entry:
+                keys[access_key] = entry
+                self._write_key_map(keys)
+
+    def drop_tenant(self, bucket: str, access_key: str, service_id: str) -> None:
+        with self._locked_key_map() as keys:
+            if keys.pop(access_key, None) is not None:
+                self._write_key_map(keys)
+        shutil.rmtree(self.buckets_dir / bucket, ignore_errors=True)
+
+    def bucket_exists(self, bucket: str) -> bool:
+        return (self.buckets_dir / bucket).is_dir()

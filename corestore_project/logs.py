@@ -1,0 +1,39 @@
+"""Log formats: one line per event, with the request or job id in front.
+
+Text by default, JSON with CORESTORE_LOG_FORMAT=json. The id comes from a
+context variable that the request middleware and the Celery tasks set.
+"""
+
+import contextvars
+import json
+import logging
+import time
+
+current_context = contextvars.ContextVar("corestore_log_context", default="-")
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record):
+        if not hasattr(record, "ctx"):
+            record.ctx = current_context.get()
+        return True
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self):
+        super().__init__("%(asctime)s %(levelname)s %(name)s [%(ctx)s] %(message)s")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record):
+        entry = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "context": getattr(record, "ctx", "-"),
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
