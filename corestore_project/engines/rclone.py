@@ -13,6 +13,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -29,6 +30,8 @@ from .base import (
 )
 
 PROXY_SCRIPT = Path(__file__).with_name("rclone_auth_proxy.py")
+# rclone caches each answer of the auth proxy for 5 minutes; twice that is safe.
+TOMBSTONE_SECONDS = 600
 
 
 class RcloneEngine(ObjectEngine):
@@ -63,6 +66,9 @@ class RcloneEngine(ObjectEngine):
         ensure_dir(self.buckets_dir)
         if not self.key_map_path.exists():
             self._write_key_map({})
+        # rclone is not running yet, so no cached key can write any more.
+        self._sweep(older_than=0)
+        shutil.rmtree(self.root / "trash", ignore_errors=True)
 
     def processes(self) -> list[ProcessSpec]:
         command = [
@@ -129,18 +135,61 @@ class RcloneEngine(ObjectEngine):
     def ensure_tenant(self, bucket: str, access_key: str, service_id: str) -> None:
         if not self.ready():
             raise EngineUnavailable("object engine is not answering")
-        ensure_dir(self.buckets_dir / bucket, 0o755)
         with self._locked_key_map() as keys:
+            self._sweep()
+            path = self.buckets_dir / bucket
+            if path.is_file():
+                path.unlink()  # the tombstone of an earlier deprovision
+            ensure_dir(path, 0o755)
             entry = {"bucket": bucket, "serviceId": service_id}
             if keys.get(access_key) != entry:
                 keys[access_key] = entry
                 self._write_key_map(keys)
 
     def drop_tenant(self, bucket: str, access_key: str, service_id: str) -> None:
+        """Remove the key and the bucket with all its objects.
+
+        Steps: drop the key from the map, so the proxy refuses it from now on;
+        move the bucket directory aside and put a tombstone file in its place;
+        delete the moved directory. rclone keeps serving a key it has seen for
+        up to 5 minutes after the map lost it, and its local backend re-creates
+        missing directories on PUT: without the tombstone such a key would
+        bring the bucket back. A file at the bucket's path makes those writes
+        fail; tombstones are swept once rclone's cache has surely expired.
+        """
         with self._locked_key_map() as keys:
             if keys.pop(access_key, None) is not None:
                 self._write_key_map(keys)
-        shutil.rmtree(self.buckets_dir / bucket, ignore_errors=True)
+            self._bury(self.buckets_dir / bucket)
+            self._sweep()
+
+    def _bury(self, path: Path) -> None:
+        trash = ensure_dir(self.root / "trash")
+        for _ in range(10):
+            if path.is_dir():
+                moved = Path(tempfile.mkdtemp(dir=trash, prefix=path.name + "-"))
+                path.rename(moved / "bucket")
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                if path.is_file():
+                    break
+                # A writer with a cached key re-created the directory between
+                # the rename and the tombstone: move it aside too.
+                continue
+            with os.fdopen(fd, "w") as handle:
+                handle.write("deprovisioned; a new provision call replaces this\n")
+            break
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def _sweep(self, older_than: float = TOMBSTONE_SECONDS) -> None:
+        """Remove tombstones older than rclone's cache of proxy answers."""
+        deadline = time.time() - older_than
+        with os.scandir(self.buckets_dir) as entries:
+            for entry in entries:
+                if entry.is_file(follow_symlinks=False):
+                    if entry.stat().st_mtime < deadline:
+                        os.unlink(entry.path)
 
     def bucket_exists(self, bucket: str) -> bool:
         return (self.buckets_dir / bucket).is_dir()

@@ -35,9 +35,11 @@ def backend_for(access_key: str, s3_root: Path, master_secret: str) -> dict | No
     _, secret = derive.s3_tenant_credentials(master_secret, entry["serviceId"])
     bucket = entry["bucket"]
     # combine shows exactly one top-level directory: the tenant's own bucket.
+    # rclone splits upstreams on spaces unless the entry is quoted CSV-style.
+    upstream = f"{bucket}={buckets / bucket}".replace('"', '""')
     return {
         "type": "combine",
-        "upstreams": f"{bucket}={buckets / bucket}",
+        "upstreams": f'"{upstream}"',
         "_root": "",
         "_secret_access_key": secret,
     }
