@@ -61,6 +61,10 @@ VOLUME_PLUGIN_SOCKET = Path(
     )
 )
 ARCHIVE_PASSPHRASE = _read("CORESTORE_ARCHIVE_PASSPHRASE", env.str, "") or None
+# Snapshot and restore jobs are stopped after this many seconds.
+JOB_TIME_LIMIT = _read("CORESTORE_JOB_TIME_LIMIT", env.int, 6 * 3600)
+if JOB_TIME_LIMIT < 60:
+    raise SettingError("CORESTORE_JOB_TIME_LIMIT", "must be at least 60 seconds")
 DB_ENGINE = _choice("CORESTORE_DB_ENGINE", "auto", ("auto", "mongod", "secantus"))
 S3_ENGINE = _choice("CORESTORE_S3_ENGINE", "auto", ("auto", "minio", "rclone"))
 FLOWER_BASIC_AUTH = _read("CORESTORE_FLOWER_BASIC_AUTH", env.str, "") or None
