@@ -6,7 +6,7 @@ set -euo pipefail
 
 venv=${VENV:-.venv}
 extras=${EXTRAS:-}
-debian_packages=(redis-server restic)
+debian_packages=(redis-server restic rsync)
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
   debian_packages+=(docker.io busybox-static)
 fi
