@@ -37,3 +37,14 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
+
+
+class TracebackOnlyFilter(logging.Filter):
+    """Keeps only the records that carry a traceback.
+
+    For django.request: its plain "Not Found: /x" and "Service Unavailable"
+    lines repeat the access line that every request already gets.
+    """
+
+    def filter(self, record):
+        return record.exc_info is not None

@@ -86,6 +86,8 @@ except derive.MasterSecretError as exc:
     raise SettingError("CORESTORE_MASTER_SECRET", str(exc)) from None
 
 RUN_DIR = DATA_DIR / "run"
+# prometheus-client's multiprocess files, emptied at every stack start.
+METRICS_DIR = RUN_DIR / "metrics"
 LOG_DIR = DATA_DIR / "log"
 REDIS_SOCKET = RUN_DIR / "redis.sock"
 
@@ -101,6 +103,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "corestore_project",
     "provisioning",
     "volumes",
@@ -108,8 +112,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "corestore_project.metrics.HttpMetricsMiddleware",
     "corestore_project.middleware.RequestContextMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -165,6 +171,8 @@ USE_I18N = False
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+# Served by whitenoise from the API process (admin and API docs assets). Plain
+# storage: compressing every file would add seconds to each stack start.
 
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
@@ -175,6 +183,29 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["corestore_project.api.BearerTokenPermission"],
     "EXCEPTION_HANDLER": "corestore_project.api.json_exception_handler",
     "UNAUTHENTICATED_USER": None,
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "corestore control API",
+    "DESCRIPTION": (
+        "Node-local storage for workload services: MongoDB databases, S3 "
+        "buckets, Docker volumes, and their snapshots."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SECURITY": [{"bearerAuth": []}],
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
+    },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "corestore_project.openapi.complete_schema",
+    ],
 }
 
 CELERY_BROKER_URL = f"redis+socket://{REDIS_SOCKET}"
@@ -185,6 +216,9 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SEND_SENT_EVENT = True
 CELERY_WORKER_SEND_TASK_EVENTS = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# The worker logs through LOGGING below, in the same text or JSON format as
+# the API, instead of Celery's own format.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 LOGGING = {
     "version": 1,
@@ -199,6 +233,7 @@ LOGGING = {
     },
     "filters": {
         "context": {"()": "corestore_project.logs.ContextFilter"},
+        "tracebacks_only": {"()": "corestore_project.logs.TracebackOnlyFilter"},
     },
     "handlers": {
         "console": {
@@ -211,5 +246,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         "django.server": {"level": "WARNING"},
+        "django.request": {"filters": ["tracebacks_only"]},
     },
 }

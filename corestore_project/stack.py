@@ -5,6 +5,7 @@ one log file per process). Secrets never go into the generated config: the
 processes inherit them from supervisord's environment.
 """
 
+import logging
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +16,20 @@ from corestore_project.engines import database_engine, object_engine
 from corestore_project.engines.base import ProcessSpec
 
 LOG_ECHO = Path(__file__).with_name("logecho.py")
+
+logger = logging.getLogger("corestore.stack")
+
+
+def gunicorn_options() -> list[str]:
+    """What both gunicorn servers share: log format and metrics files."""
+    return [
+        "--logger-class",
+        "corestore_project.gunicorn_logger."
+        + ("JsonLogger" if settings.LOG_FORMAT == "json" else "TextLogger"),
+        # prometheus-client's multiprocess mode: see corestore_project/metrics.
+        "--env",
+        f"PROMETHEUS_MULTIPROC_DIR={settings.METRICS_DIR}",
+    ]
 
 
 def python_module(module: str, *args: str) -> list[str]:
@@ -83,9 +98,8 @@ def process_specs() -> list[ProcessSpec]:
                 "3600",
                 "--graceful-timeout",
                 "20",
-                "--access-logfile",
-                "-",
                 "--no-control-socket",
+                *gunicorn_options(),
             ),
             priority=60,
         ),
@@ -105,6 +119,7 @@ def process_specs() -> list[ProcessSpec]:
                 "--timeout",
                 "120",
                 "--no-control-socket",
+                *gunicorn_options(),
             ),
             priority=60,
         ),
@@ -123,10 +138,14 @@ def process_specs() -> list[ProcessSpec]:
                     f"--db={run_dir / 'flower.db'}",
                     "--persistent=False",
                 ),
-                # Flower reads FLOWER_BASIC_AUTH from its environment, which it
-                # inherits: the credentials stay out of `ps` and the config.
+                # Flower reads FLOWER_BASIC_AUTH from its environment, which
+                # supervisord passes on: the credentials stay out of `ps` and
+                # of the generated config.
+                environment={"FLOWER_BASIC_AUTH": settings.FLOWER_BASIC_AUTH},
             )
         )
+    else:
+        logger.info("flower is off: CORESTORE_FLOWER_BASIC_AUTH is not set")
     return specs
 
 

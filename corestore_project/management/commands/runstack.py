@@ -75,6 +75,9 @@ class Command(BaseCommand):
         ensure_dir(settings.DATA_DIR)
         for name in DATA_SUBDIRS:
             ensure_dir(settings.DATA_DIR / name)
+        # Samples of the previous run's processes: counters restart from zero.
+        shutil.rmtree(settings.METRICS_DIR, ignore_errors=True)
+        ensure_dir(settings.METRICS_DIR)
         secret = derive.ensure_master_secret(
             settings.DATA_DIR, settings.MASTER_SECRET_ENV
         )
