@@ -5,12 +5,19 @@ rclone learns every access key from an auth proxy program
 <data>/s3/keys.json. The map holds no secrets: the proxy derives them from the
 master secret. Each tenant key gets a `combine` backend that holds only its own
 bucket; the admin key gets the whole buckets directory.
+
+rclone listens on a unix socket in <data>/run only. The S3 port belongs to
+the S3 gateway (s3_gateway.py), which passes requests through unchanged,
+refuses those rclone would mishandle, and keeps object metadata durably in
+<data>/s3/metadata.sqlite3.
 """
 
 import fcntl
 import json
 import os
+import shlex
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -28,8 +35,10 @@ from .base import (
     port_open,
     venv_bin,
 )
+from .s3_metadata import MetadataStore
 
 PROXY_SCRIPT = Path(__file__).with_name("rclone_auth_proxy.py")
+GATEWAY_SCRIPT = Path(__file__).with_name("s3_gateway.py")
 # rclone caches each answer of the auth proxy for 5 minutes; twice that is safe.
 TOMBSTONE_SECONDS = 600
 
@@ -38,14 +47,25 @@ class RcloneEngine(ObjectEngine):
     kind = "rclone"
     embedded = True
     limits = [
+        "not supported, answered 501 NotImplemented: versioning, object lock "
+        "(retention, legal hold), tagging, ACLs other than private, bucket "
+        "policies, CORS, lifecycle, website, replication, logging, "
+        "notifications, server-side encryption, UploadPartCopy (boto3's "
+        "managed copy() of objects over 8 MB fails; copy_object works), "
+        "conditional writes (If-Match/If-None-Match on PUT), copy-source "
+        "conditions, GetObjectAttributes, GET by partNumber, multiple byte "
+        "ranges, listing delimiters other than '/', browser POST uploads",
+        "keys are file paths: 'foo/bar' and 'foo/bar/x' cannot both exist, "
+        "and keys with '.' or '..' segments, '//', or a leading or trailing "
+        "'/' are refused with 400",
+        "x-amz-checksum-* values sent with an upload are stored, not verified "
+        "(Content-MD5 and signed payload hashes are verified)",
+        "multipart parts are streamed in part-number order; parts sent out of "
+        "order are buffered in memory (at most 256 MB per upload, 1 GB per key)",
+        "ListMultipartUploads on a bucket without uploads answers 404 "
+        "NoSuchUpload instead of an empty list",
         "a removed access key keeps working for up to about 5 minutes "
         "(rclone caches the auth proxy's answer)",
-        "object metadata (Content-Type, x-amz-meta-*) is kept in memory only "
-        "and is private to the key that wrote it",
-        "ACL, tagging and legal-hold PUTs overwrite or truncate the object; "
-        "UploadPartCopy yields empty parts; Range GET answers 200",
-        "keys 'foo/bar' and 'foo/bar/x' cannot both exist (objects are files)",
-        "no versioning, object lock, bucket policies or lifecycle rules",
         "a tenant may delete its own bucket while it is empty",
     ]
 
@@ -70,13 +90,22 @@ class RcloneEngine(ObjectEngine):
         self._sweep(older_than=0)
         shutil.rmtree(self.root / "trash", ignore_errors=True)
 
+    @property
+    def socket_path(self) -> Path:
+        return settings.RUN_DIR / "rclone-s3.sock"
+
+    @property
+    def metadata_path(self) -> Path:
+        return self.root / "metadata.sqlite3"
+
     def processes(self) -> list[ProcessSpec]:
-        command = [
+        rclone = [
             venv_bin("rclone"),
             "serve",
             "s3",
+            # A socket in <data>/run (0700): workloads reach only the gateway.
             "--addr",
-            f"{settings.BIND_ADDRESS}:{settings.S3_PORT}",
+            f"unix://{self.socket_path}",
             "--auth-proxy",
             f"{sys.executable} -I -S {PROXY_SCRIPT}",
             # off: `writes` acknowledges a PUT before it is on disk.
@@ -91,6 +120,20 @@ class RcloneEngine(ObjectEngine):
             "--log-level",
             "NOTICE",
         ]
+        # rclone cannot listen while the socket of a killed predecessor exists.
+        start_rclone = (
+            f"rm -f {shlex.quote(str(self.socket_path))}; exec {shlex.join(rclone)}"
+        )
+        gateway = [
+            sys.executable,
+            str(GATEWAY_SCRIPT),
+            "--listen",
+            f"{settings.BIND_ADDRESS}:{settings.S3_PORT}",
+            "--upstream",
+            str(self.socket_path),
+            "--metadata",
+            str(self.metadata_path),
+        ]
         environment = {
             "CORESTORE_S3_ROOT": str(self.root),
             "CORESTORE_DATA_DIR": str(settings.DATA_DIR),
@@ -98,14 +141,25 @@ class RcloneEngine(ObjectEngine):
         return [
             ProcessSpec(
                 name="objectstorage",
-                command=command,
+                command=["/bin/sh", "-c", start_rclone],
                 environment=environment,
                 priority=20,
-            )
+            ),
+            # Starts after rclone and stops before it.
+            ProcessSpec(name="s3gateway", command=gateway, priority=25),
         ]
 
     def ready(self) -> bool:
-        return port_open(connect_host(), settings.S3_PORT)
+        return port_open(connect_host(), settings.S3_PORT) and self._rclone_answers()
+
+    def _rclone_answers(self) -> bool:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1.0)
+            try:
+                sock.connect(str(self.socket_path))
+            except OSError:
+                return False
+            return True
 
     @contextmanager
     def _locked_key_map(self):
@@ -162,6 +216,15 @@ class RcloneEngine(ObjectEngine):
                 self._write_key_map(keys)
             self._bury(self.buckets_dir / bucket)
             self._sweep()
+        self.drop_metadata(bucket)
+
+    def drop_metadata(self, bucket: str) -> None:
+        """Forget the object metadata the S3 gateway kept for the bucket."""
+        store = MetadataStore(self.metadata_path)
+        try:
+            store.drop_bucket(bucket)
+        finally:
+            store.close()
 
     def _bury(self, path: Path) -> None:
         trash = ensure_dir(self.root / "trash")
