@@ -6,7 +6,12 @@ set -euo pipefail
 
 venv=${VENV:-.venv}
 extras=${EXTRAS:-}
-debian_packages=(redis-server restic rsync)
+debian_packages=(redis-server rsync)
+# Debian's restic is old but works; the image puts a pinned current release on
+# PATH first, and then Debian's is not needed.
+if ! command -v restic >/dev/null; then
+  debian_packages+=(restic)
+fi
 if [ "${WITH_DOCKER:-0}" = 1 ]; then
   debian_packages+=(docker.io busybox-static)
 fi
