@@ -7,9 +7,17 @@ the control API.
 
 import os
 
+from django.conf import settings
 from django.core.wsgi import get_wsgi_application
 
+PLUGIN_URLCONF = "volumes.plugin_urls"
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "corestore_project.settings")
-os.environ["CORESTORE_URLCONF"] = "volumes.plugin_urls"
+os.environ["CORESTORE_URLCONF"] = PLUGIN_URLCONF
 
 application = get_wsgi_application()
+
+# The gunicorn master may have loaded the settings before this module (its
+# logger class does), with the control API's URLconf; each request reads this
+# setting, so pinning it here holds whatever the import order was.
+settings.ROOT_URLCONF = PLUGIN_URLCONF

@@ -18,8 +18,10 @@ urlpatterns = [
     path("docs/redoc", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("admin/", admin.site.urls),
     path("", include("provisioning.urls")),
-    path("", include("volumes.urls")),
     path("", include("snapshots.urls")),
+    # After snapshots: its POST /volumes/snapshot and /volumes/restore must win
+    # over the catch-all GET /volumes/<name>.
+    path("", include("volumes.urls")),
 ]
 
 handler400 = errors.bad_request

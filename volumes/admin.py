@@ -1,0 +1,70 @@
+"""Volumes in the admin: read-only, since Docker owns their life cycle.
+
+Changing or deleting a row here would leave the Docker daemon and the data
+folder behind; operators remove volumes with `docker volume rm`.
+"""
+
+from django.contrib import admin
+from django.db.models import Count
+from django.template.defaultfilters import filesizeformat
+
+from volumes.driver import directory_size
+from volumes.models import Volume, VolumeMount
+
+
+class ReadOnlyAdminMixin:
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class VolumeMountInline(ReadOnlyAdminMixin, admin.TabularInline):
+    model = VolumeMount
+    fields = ("mount_id", "mounted_at")
+    readonly_fields = fields
+    extra = 0
+    verbose_name = "active mount"
+
+
+@admin.register(Volume)
+class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "name",
+        "service_id",
+        "created_at",
+        "active_mounts",
+        "size",
+        "mountpoint",
+    )
+    list_filter = ("created_at",)
+    search_fields = ("name", "service_id")
+    fields = (
+        "name",
+        "service_id",
+        "created_at",
+        "mountpoint",
+        "size",
+        "active_mounts",
+        "options",
+        "labels",
+    )
+    readonly_fields = fields
+    inlines = [VolumeMountInline]
+    # Sizes walk each volume's files: keep pages short.
+    list_per_page = 50
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(mount_count=Count("mounts"))
+
+    @admin.display(description="active mounts", ordering="mount_count")
+    def active_mounts(self, volume):
+        return volume.mount_count
+
+    @admin.display(description="size")
+    def size(self, volume):
+        return filesizeformat(directory_size(volume.mountpoint))
