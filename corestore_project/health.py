@@ -77,12 +77,19 @@ def check_volume_plugin() -> bool:
         connection.close()
 
 
+def check_archive() -> bool:
+    from snapshots import archive
+
+    return archive.health()["status"] == "up"
+
+
 CHECKS = {
     "redis": check_redis,
     "database": check_database,
     "objectstorage": check_objectstorage,
     "worker": check_worker,
     "volumeplugin": check_volume_plugin,
+    "archive": check_archive,
 }
 
 
@@ -121,8 +128,16 @@ def health(request):
             "database": engine_info(database_engine()),
             "objectstorage": engine_info(object_engine()),
         },
+        "archive": _archive_info(),
     }
     return JsonResponse(body, status=200 if not down else 503)
+
+
+def _archive_info() -> dict:
+    """The snapshot archive: where, which passphrase source (never its value)."""
+    from snapshots import archive
+
+    return archive.health()
 
 
 def _safe_processes() -> dict:
