@@ -17,7 +17,7 @@ from django.conf import settings
 from corestore_project import derive
 from corestore_project.engines import EngineUnavailable, database_engine
 from corestore_project.engines.base import connect_host
-from snapshots import archive, common, dumpers, jobs
+from snapshots import archive, common, jobs
 from snapshots.models import Job, Snapshot
 
 logger = logging.getLogger(__name__)
@@ -75,6 +75,8 @@ def tenant_s3_client(service_id: str):
 
 
 def _dump(capability: str, service_id: str, name: str, dest, progress) -> dict:
+    from snapshots import dumpers
+
     if capability == Snapshot.Capability.DATABASE:
         client = mongo_client()
         try:
@@ -85,6 +87,8 @@ def _dump(capability: str, service_id: str, name: str, dest, progress) -> dict:
 
 
 def _restore(capability: str, service_id: str, name: str, src, progress) -> dict:
+    from snapshots import dumpers
+
     if capability == Snapshot.Capability.DATABASE:
         client = mongo_client()
         try:
@@ -228,6 +232,8 @@ def _engine_call(function, *args):
     from minio.error import MinioException
     from pymongo.errors import ConnectionFailure, PyMongoError
     from urllib3.exceptions import HTTPError
+
+    from snapshots import dumpers
 
     try:
         return function(*args)
