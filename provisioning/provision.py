@@ -1,0 +1,337 @@
+"""Provision and deprovision the engine-side resources of a workload service.
+
+The metadata database records what exists; the engines hold the tenants. The
+two cannot change in one transaction, so rows are written first as `pending`
+and marked `ready` only after the engine confirmed the tenant: a failure half
+way leaves pending rows that the next provision call completes. Engine steps
+are "ensure" operations, so two calls racing for one service both succeed.
+"""
+
+import logging
+import time
+from urllib.parse import quote, urlencode
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from corestore_project import derive
+from corestore_project.api import Conflict, NotFound, Unavailable
+from corestore_project.engines import EngineUnavailable, database_engine, object_engine
+
+from .models import Resource, Service
+
+logger = logging.getLogger(__name__)
+
+# A bucket name is at most 63 characters; the slug leaves room for "-" and the
+# 8-character hash, and stays short enough to read in listings.
+SLUG_LENGTH = 40
+HASH_LENGTH = 8
+CLAIM_ATTEMPTS = 3
+
+DATABASE = Resource.Capability.DATABASE
+OBJECTSTORAGE = Resource.Capability.OBJECTSTORAGE
+
+
+def engine_name(service_name: str, service_id: str) -> str:
+    """The database and bucket name of a service.
+
+    Lowercase letters, digits and single hyphens, starting with a letter or
+    digit and ending with a hex digit: valid under the S3 bucket rules (3-63
+    characters, no "xn--" prefix since hyphens never repeat) and the MongoDB
+    database name rules. The hash of the serviceId keeps two services with the
+    same name apart.
+    """
+    return f"{derive.slug(service_name, SLUG_LENGTH)}-{derive.short_hash(service_id)}"
+
+
+def _host_port(port: int) -> str:
+    host = settings.PUBLIC_HOST
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+def database_endpoint() -> str:
+    return _host_port(settings.DB_PORT)
+
+
+def s3_endpoint() -> str:
+    return f"http://{_host_port(settings.S3_PORT)}"
+
+
+def endpoint_of(resource: Resource) -> str:
+    if resource.capability == DATABASE:
+        return database_endpoint()
+    return s3_endpoint()
+
+
+# The environment handed to the workload. This is the only place a tenant
+# secret leaves corestore.
+def database_env(resource: Resource, service_id: str) -> dict:
+    user, password = derive.db_tenant_credentials(settings.MASTER_SECRET, service_id)
+    database = resource.name
+    options = urlencode({"authSource": database, **database_engine().uri_options})
+    uri = (
+        f"mongodb://{quote(user, safe='')}:{quote(password, safe='')}"
+        f"@{database_endpoint()}/{database}?{options}"
+    )
+    return {
+        "MONGODB_URI": uri,
+        "MONGODB_URL": uri,
+        "MONGO_URL": uri,
+        "MONGODB_DATABASE": database,
+        "MONGODB_USERNAME": user,
+        "MONGODB_PASSWORD": password,
+    }
+
+
+def objectstorage_env(resource: Resource, service_id: str) -> dict:
+    access_key, secret_key = derive.s3_tenant_credentials(
+        settings.MASTER_SECRET, service_id
+    )
+    endpoint = s3_endpoint()
+    region = settings.REGION
+    return {
+        "S3_BUCKET": resource.name,
+        "S3_ENDPOINT": endpoint,
+        "S3_REGION": region,
+        "S3_ACCESS_KEY": access_key,
+        "S3_SECRET_KEY": secret_key,
+        "S3_ACCESS_KEY_ID": access_key,
+        "S3_SECRET_ACCESS_KEY": secret_key,
+        # Buckets are addressed by path: the engine has no wildcard DNS name.
+        "S3_FORCE_PATH_STYLE": "true",
+        "S3_USE_PATH_STYLE": "true",
+        "AWS_S3_FORCE_PATH_STYLE": "true",
+        "AWS_ACCESS_KEY_ID": access_key,
+        "AWS_SECRET_ACCESS_KEY": secret_key,
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ENDPOINT_URL_S3": endpoint,
+        "AWS_REGION": region,
+        "AWS_DEFAULT_REGION": region,
+    }
+
+
+def service_env(service: Service) -> dict:
+    env = {}
+    for resource in service.resources.all():
+        if resource.status != Resource.Status.READY:
+            continue
+        if resource.capability == DATABASE:
+            env.update(database_env(resource, service.service_id))
+        else:
+            env.update(objectstorage_env(resource, service.service_id))
+    return dict(sorted(env.items()))
+
+
+def epoch_ms(moment) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def describe_resource(resource: Resource) -> dict:
+    return {
+        "capability": resource.capability,
+        "resourceName": resource.resource_name,
+        "name": resource.name,
+        "engine": resource.engine,
+        "endpoint": endpoint_of(resource),
+        "status": resource.status,
+        "createdAt": epoch_ms(resource.created_at),
+    }
+
+
+def describe_service(service: Service) -> dict:
+    """A service and its resources as the API shows them: no secrets."""
+    return {
+        "serviceId": service.service_id,
+        "serviceName": service.service_name,
+        "status": service.status,
+        "createdAt": epoch_ms(service.created_at),
+        "resources": [describe_resource(r) for r in service.resources.all()],
+    }
+
+
+def load_service(service_id: str) -> Service:
+    try:
+        return Service.objects.prefetch_related("resources").get(service_id=service_id)
+    except Service.DoesNotExist:
+        raise NotFound(f"no service with serviceId {service_id!r}") from None
+
+
+def _engine_kind(capability: str) -> str:
+    engine = database_engine() if capability == DATABASE else object_engine()
+    return engine.kind
+
+
+def _claim(service_id: str, service_name: str, capabilities) -> tuple[Service, bool]:
+    """Create or find the service and a row for each requested capability.
+
+    A short transaction, without engine calls: on SQLite it holds the write
+    lock of the whole metadata database. Two racing calls meet on the unique
+    service_id; the loser of an insert race retries and finds the winner's row.
+    """
+    for attempt in range(CLAIM_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                return _claim_once(service_id, service_name, capabilities)
+        except IntegrityError:
+            if attempt == CLAIM_ATTEMPTS - 1:
+                raise
+            logger.info("provision %s: lost an insert race, retrying", service_id)
+    raise AssertionError("unreachable")
+
+
+def _claim_once(service_id, service_name, capabilities) -> tuple[Service, bool]:
+    service, created = Service.objects.select_for_update().get_or_create(
+        service_id=service_id, defaults={"service_name": service_name}
+    )
+    if service.status == Service.Status.DEPROVISIONING:
+        raise Conflict(
+            f"service {service_id!r} is being deprovisioned; "
+            "repeat the deprovision call, then provision again"
+        )
+
+    existing = {r.capability for r in service.resources.all()}
+    for capability in capabilities:
+        if capability in existing:
+            continue
+        # The first name stays: later calls may carry a renamed service.
+        name = engine_name(service.service_name, service_id)
+        taken = Resource.objects.filter(capability=capability, name=name)
+        if taken.exists():
+            raise Conflict(f"the {capability} name {name!r} belongs to another service")
+        Resource.objects.create(
+            service=service,
+            capability=capability,
+            name=name,
+            engine=_engine_kind(capability),
+        )
+    return service, created
+
+
+def _ensure_in_engine(resource: Resource, service_id: str) -> None:
+    if resource.capability == DATABASE:
+        user, password = derive.db_tenant_credentials(
+            settings.MASTER_SECRET, service_id
+        )
+        database_engine().ensure_tenant(resource.name, user, password)
+    else:
+        access_key, _ = derive.s3_tenant_credentials(settings.MASTER_SECRET, service_id)
+        object_engine().ensure_tenant(resource.name, access_key, service_id)
+
+
+def _drop_in_engine(resource: Resource, service_id: str) -> None:
+    if resource.capability == DATABASE:
+        user, _ = derive.db_tenant_credentials(settings.MASTER_SECRET, service_id)
+        database_engine().drop_tenant(resource.name, user)
+    else:
+        access_key, _ = derive.s3_tenant_credentials(settings.MASTER_SECRET, service_id)
+        object_engine().drop_tenant(resource.name, access_key, service_id)
+
+
+def _complete(resource: Resource, service_id: str) -> bool:
+    """Ensure one pending resource in its engine; False if the engine failed."""
+    try:
+        _ensure_in_engine(resource, service_id)
+    except EngineUnavailable as exc:
+        logger.warning(
+            "provision %s: %s engine failed: %s",
+            service_id,
+            resource.capability,
+            exc,
+        )
+        Resource.objects.filter(pk=resource.pk).update(
+            last_error=f"{type(exc).__name__} at {time.strftime('%FT%TZ')}"[:200]
+        )
+        return False
+
+    Resource.objects.filter(pk=resource.pk).update(
+        status=Resource.Status.READY, last_error=""
+    )
+    logger.info(
+        "provision %s: %s %s ready", service_id, resource.capability, resource.name
+    )
+    return True
+
+
+def provision_service(
+    service_id: str, service_name: str, capabilities: list[str]
+) -> tuple[dict, bool]:
+    """Ensure the service has a tenant in the engine of every capability.
+
+    Steps: claim the service and its resource rows (pending for new ones);
+    ensure every pending resource in its engine and mark it ready; answer the
+    service with its environment, or 503 if an engine failed, leaving the
+    failed resources pending for the next call. Ready resources are not
+    touched again, so a repeated call changes nothing.
+    """
+    service, created = _claim(service_id, service_name, capabilities)
+
+    pending = service.resources.filter(status=Resource.Status.PENDING)
+    failed = [r.capability for r in pending if not _complete(r, service_id)]
+    if failed:
+        raise Unavailable(
+            f"the {' and '.join(failed)} engine did not answer; what was made is "
+            "kept, and repeating the call completes the service"
+        )
+
+    service = load_service(service_id)
+    answer = describe_service(service)
+    answer["env"] = service_env(service)
+    return answer, created
+
+
+def deprovision_service(service_id: str) -> dict:
+    """Remove everything a service has in the engines, then its records.
+
+    Steps: mark the service deprovisioning (404 if unknown), which refuses
+    provision calls from then on; drop each resource's tenant in its engine
+    (user and database; key and bucket with all objects) and delete its row as
+    soon as the engine confirmed, so that a retry after an engine failure (503)
+    resumes where it stopped; delete the service row. A second call answers
+    404, like any unknown serviceId.
+    """
+    with transaction.atomic():
+        try:
+            service = Service.objects.select_for_update().get(service_id=service_id)
+        except Service.DoesNotExist:
+            raise NotFound(f"no service with serviceId {service_id!r}") from None
+        service.status = Service.Status.DEPROVISIONING
+        service.save(update_fields=["status", "updated_at"])
+
+    removed, failed = [], []
+    for resource in service.resources.all():
+        try:
+            _drop_in_engine(resource, service_id)
+        except EngineUnavailable as exc:
+            logger.warning(
+                "deprovision %s: %s engine failed: %s",
+                service_id,
+                resource.capability,
+                exc,
+            )
+            failed.append(resource.capability)
+            continue
+        described = describe_resource(resource)
+        described["status"] = "removed"
+        removed.append(described)
+        Resource.objects.filter(pk=resource.pk).delete()
+        logger.info(
+            "deprovision %s: %s %s removed",
+            service_id,
+            resource.capability,
+            resource.name,
+        )
+
+    if failed:
+        raise Unavailable(
+            f"the {' and '.join(failed)} engine did not answer; the service stays "
+            "marked deprovisioning and repeating the call completes it"
+        )
+    Service.objects.filter(pk=service.pk).delete()
+    return {
+        "serviceId": service.service_id,
+        "serviceName": service.service_name,
+        "status": "removed",
+        "resources": removed,
+    }
