@@ -32,8 +32,9 @@ class PluginClient:
         """(status, decoded JSON body) of one request."""
         connection = UnixConnection(self.socket_path, self.timeout)
         try:
+            # dockerd's own headers: an empty Host, its Accept, no Content-Type.
             connection.request(
-                method, path, body=body, headers={"Accept": DOCKER_ACCEPT}
+                method, path, body=body, headers={"Host": "", "Accept": DOCKER_ACCEPT}
             )
             response = connection.getresponse()
             return response.status, json.loads(response.read() or b"null")

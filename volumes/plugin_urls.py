@@ -20,5 +20,6 @@ urlpatterns = [
     ),
 ]
 
+handler400 = plugin_views.bad_request
 handler404 = plugin_views.not_found
 handler500 = plugin_views.server_error

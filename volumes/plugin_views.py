@@ -148,6 +148,10 @@ def capabilities(body):
     return {"Capabilities": {"Scope": "local"}}
 
 
+def bad_request(request, exception=None):
+    return plugin_response({"Err": "bad request"}, status=400)
+
+
 def not_found(request, exception=None):
     return plugin_response(
         {"Err": f"the volume plugin has no endpoint {request.path}"}, status=404

@@ -1,0 +1,258 @@
+"""The volume plugin driven by the real Docker daemon.
+
+One private dockerd (tests/dockerd.py) and one corestore stack serve the whole
+module; the stack's plugin socket name is the driver name the daemon uses.
+The daemon is stopped before the stack, so its final Unmount calls still
+reach the plugin.
+"""
+
+import json
+import secrets
+import stat
+import time
+
+import pytest
+
+from tests.stackrunner import Stack
+
+pytest_plugins = ["tests.dockerd"]
+
+pytestmark = pytest.mark.docker
+
+# A container that holds its volume until stopped. busybox sh runs as PID 1,
+# which ignores SIGTERM unless it traps it, so `docker stop` would wait.
+HOLD = 'trap "exit 0" TERM; while true; do sleep 0.2; done'
+
+
+@pytest.fixture(scope="module")
+def node():
+    stack = Stack()
+    try:
+        stack.start()
+        yield stack
+    finally:
+        stack.cleanup()
+
+
+@pytest.fixture(scope="module")
+def docker(node, dockerd):
+    """The daemon, set up after the stack and so torn down before it."""
+    return dockerd
+
+
+def new_name(prefix="dv") -> str:
+    return f"{prefix}-{secrets.token_hex(4)}"
+
+
+def inspect(docker, name) -> dict:
+    return json.loads(docker.docker("volume", "inspect", name).stdout)[0]
+
+
+def driver_volumes(docker, node) -> set[str]:
+    # Other stacks' plugin sockets in /run/docker/plugins answer List too.
+    listed = docker.docker("volume", "ls", "--format", "{{.Driver}} {{.Name}}")
+    pairs = (line.split(" ", 1) for line in listed.stdout.splitlines())
+    return {name for driver, name in pairs if driver == node.plugin_name}
+
+
+def api_volume(node, name) -> dict | None:
+    response = node.get(f"/volumes/{name}")
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def mountpoint(node, name):
+    return node.data_dir / "volumes" / name / "data"
+
+
+def run(docker, name, script, *flags):
+    return docker.docker(
+        "run",
+        "--network",
+        "none",
+        *flags,
+        "-v",
+        f"{name}:/data",
+        docker.image,
+        "sh",
+        "-c",
+        script,
+    )
+
+
+def hold(docker, name) -> str:
+    """Start a container that keeps the volume mounted; its id."""
+    return run(docker, name, HOLD, "-d").stdout.strip()
+
+
+def wait_for(check, timeout=30, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_create_ls_inspect_rm(docker, node):
+    plain, tuned = new_name(), new_name()
+
+    docker.docker("volume", "create", "--driver", node.plugin_name, plain)
+    docker.docker(
+        "volume",
+        "create",
+        "--driver",
+        node.plugin_name,
+        "--opt",
+        "uid=1000",
+        "--opt",
+        "gid=1001",
+        "--opt",
+        "mode=0700",
+        tuned,
+    )
+
+    assert driver_volumes(docker, node) >= {plain, tuned}
+    info = inspect(docker, tuned)
+    assert info["Driver"] == node.plugin_name
+    assert info["Scope"] == "local"
+    assert info["Mountpoint"] == str(mountpoint(node, tuned))
+    assert info["Options"] == {"uid": "1000", "gid": "1001", "mode": "0700"}
+    assert info["Status"] == {"mounts": 0}
+    assert info["CreatedAt"]
+    assert inspect(docker, plain)["Mountpoint"] == str(mountpoint(node, plain))
+
+    folder = mountpoint(node, tuned).stat()
+    assert (folder.st_uid, folder.st_gid) == (1000, 1001)
+    assert stat.S_IMODE(folder.st_mode) == 0o700
+    assert api_volume(node, tuned)["options"] == info["Options"]
+    assert api_volume(node, plain)["options"] == {}
+
+    docker.docker("volume", "rm", plain, tuned)
+    assert not driver_volumes(docker, node) & {plain, tuned}
+    assert api_volume(node, plain) is None and api_volume(node, tuned) is None
+    assert not (node.data_dir / "volumes" / plain).exists()
+    assert not (node.data_dir / "volumes" / tuned).exists()
+
+
+def test_create_refusals_reach_the_docker_user(docker, node):
+    unknown = docker.docker(
+        "volume",
+        "create",
+        "--driver",
+        node.plugin_name,
+        "--opt",
+        "size=1G",
+        new_name(),
+        check=False,
+    )
+    assert unknown.returncode != 0
+    assert "supported options: gid, mode, serviceId, uid" in unknown.stderr
+
+    short = docker.docker(
+        "volume", "create", "--driver", node.plugin_name, "x", check=False
+    )
+    assert short.returncode != 0
+    assert "too short" in short.stderr
+    assert "x" not in driver_volumes(docker, node)
+
+
+def test_containers_share_the_volume_and_rm_waits_for_them(docker, node):
+    name = new_name()
+    docker.docker("volume", "create", "--driver", node.plugin_name, name)
+
+    run(docker, name, "echo hello > /data/hello.txt", "--rm")
+    assert (mountpoint(node, name) / "hello.txt").read_text() == "hello\n"
+    assert api_volume(node, name)["mounts"] == 0
+
+    holder = hold(docker, name)
+    seen = run(docker, name, "cat /data/hello.txt", "--rm")
+    assert seen.stdout == "hello\n"
+    assert api_volume(node, name)["mounts"] == 1
+
+    refused = docker.docker("volume", "rm", name, check=False)
+    assert refused.returncode != 0
+    assert "in use" in refused.stderr
+    assert (mountpoint(node, name) / "hello.txt").exists()
+
+    docker.docker("stop", holder)
+    assert api_volume(node, name)["mounts"] == 0
+    still_refused = docker.docker("volume", "rm", name, check=False)
+    assert still_refused.returncode != 0  # the stopped container still uses it
+
+    docker.docker("rm", holder)
+    docker.docker("volume", "rm", name)
+    assert api_volume(node, name) is None
+    assert not (node.data_dir / "volumes" / name).exists()
+
+
+def test_read_only_mount_is_enforced_by_the_daemon(docker, node):
+    name = new_name()
+    docker.docker("volume", "create", "--driver", node.plugin_name, name)
+    denied = docker.docker(
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "-v",
+        f"{name}:/data:ro",
+        docker.image,
+        "sh",
+        "-c",
+        "touch /data/x",
+        check=False,
+    )
+    assert denied.returncode != 0
+    assert not (mountpoint(node, name) / "x").exists()
+    assert api_volume(node, name)["mounts"] == 0
+    docker.docker("volume", "rm", name)
+
+
+def test_stack_restart_while_a_container_holds_the_volume(docker, node):
+    name = new_name()
+    docker.docker("volume", "create", "--driver", node.plugin_name, name)
+    holder = hold(docker, name)
+    docker.docker("exec", holder, "sh", "-c", "echo before > /data/before.txt")
+    assert api_volume(node, name)["mounts"] == 1
+
+    node.stop()
+    # The container keeps its bind mount while the plugin is gone.
+    docker.docker("exec", holder, "sh", "-c", "echo during > /data/during.txt")
+    node.start()
+
+    assert docker.docker("exec", holder, "cat", "/data/before.txt").stdout == (
+        "before\n"
+    )
+    assert (mountpoint(node, name) / "during.txt").read_text() == "during\n"
+    info = inspect(docker, name)
+    assert info["Mountpoint"] == str(mountpoint(node, name))
+    assert info["Status"] == {"mounts": 1}
+    assert api_volume(node, name)["mounts"] == 1
+
+    docker.docker("stop", holder)
+    assert api_volume(node, name)["mounts"] == 0
+    docker.docker("rm", holder)
+    docker.docker("volume", "rm", name)
+    assert not (node.data_dir / "volumes" / name).exists()
+
+
+def test_dockerd_restart_finds_every_volume(docker, node):
+    names = [new_name() for _ in range(3)]
+    for name in names:
+        docker.docker("volume", "create", "--driver", node.plugin_name, name)
+    run(docker, names[0], "echo kept > /data/kept.txt", "--rm")
+
+    docker.restart()
+
+    assert driver_volumes(docker, node) >= set(names)
+    for name in names:
+        info = inspect(docker, name)
+        assert info["Driver"] == node.plugin_name
+        assert info["Mountpoint"] == str(mountpoint(node, name))
+    seen = run(docker, names[0], "cat /data/kept.txt", "--rm")
+    assert seen.stdout == "kept\n"
+
+    docker.docker("volume", "rm", *names)
+    assert not driver_volumes(docker, node) & set(names)
