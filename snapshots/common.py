@@ -86,14 +86,16 @@ def record_snapshot(
     return snapshot
 
 
-def forget_unrecorded(repo: Repository, job: Job) -> None:
-    """Forget what an interrupted earlier attempt of this job left in the archive.
+def clean_after_interrupted_try(repo: Repository, job: Job) -> None:
+    """Clear what an interrupted earlier attempt of this job left in the archive.
 
     A worker killed after restic saved a snapshot but before it was indexed
     leaves a snapshot nobody can see; the retry starts clean instead.
     """
     if job.attempts <= 1:
         return
+    # The killed try's restic left its lock; only locks of dead processes go.
+    repo.unlock()
     known = set(Snapshot.objects.filter(job=job).values_list("snapshot_id", flat=True))
     leftovers = [
         snap["id"]

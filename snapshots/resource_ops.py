@@ -110,7 +110,7 @@ def snapshot_resources(job: Job) -> dict:
         raise jobs.JobError("not_found", f"no service {service_id!r} with resources")
 
     repo = archive.ensure_repository()
-    common.forget_unrecorded(repo, job)
+    common.clean_after_interrupted_try(repo, job)
     snapshots = []
     with common.target_lock("service", service_id, exclusive=False):
         for capability in sorted(resources):
@@ -189,6 +189,7 @@ def restore_resources(job: Job) -> dict:
         snapshots.append(snapshot)
 
     repo = archive.ensure_repository()
+    common.clean_after_interrupted_try(repo, job)
     restored = []
     with common.target_lock("service", service_id, exclusive=True):
         for snapshot in snapshots:

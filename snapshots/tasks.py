@@ -14,7 +14,7 @@ from django.conf import settings
 
 from corestore_project.celery import app
 from corestore_project.logs import current_context
-from snapshots import jobs, resource_ops, volume_ops
+from snapshots import archive, jobs, resource_ops, volume_ops
 from snapshots.models import Job
 from snapshots.restic import CommandFailed
 
@@ -85,6 +85,10 @@ TASKS = {
 @worker_ready.connect
 def _resume_orphaned_jobs(**kwargs):
     try:
+        repo = archive.repository()
+        if repo.is_initialised():
+            # A killed worker's restic left its lock: only dead owners' go.
+            repo.unlock()
         count = jobs.resume_orphans()
     except Exception:
         logger.exception("could not look for jobs left by a killed worker")

@@ -55,7 +55,7 @@ def snapshot_volume(job: Job) -> dict:
         raise jobs.JobError("not_found", f"no volume named {name!r}")
 
     repo = archive.ensure_repository()
-    common.forget_unrecorded(repo, job)
+    common.clean_after_interrupted_try(repo, job)
     tags = {
         **params.get("tags", {}),
         "capability": Snapshot.Capability.VOLUME,
@@ -112,6 +112,7 @@ def restore_volume(job: Job) -> dict:
         raise jobs.JobError("not_found", f"no volume named {name!r}")
 
     repo = archive.ensure_repository()
+    common.clean_after_interrupted_try(repo, job)
     target = mountpoint(name)
     staging = common.staging_dir(job, "restore")
     try:
