@@ -58,6 +58,8 @@ class RcloneEngine(ObjectEngine):
         "keys are file paths: 'foo/bar' and 'foo/bar/x' cannot both exist, "
         "and keys with '.' or '..' segments, '//', or a leading or trailing "
         "'/' are refused with 400",
+        "only Signature Version 4 is accepted, also for presigned URLs (boto3 "
+        "presigns with SigV2 unless signature_version='s3v4' is set)",
         "x-amz-checksum-* values sent with an upload are stored, not verified "
         "(Content-MD5 and signed payload hashes are verified)",
         "multipart parts are streamed in part-number order; parts sent out of "

@@ -38,6 +38,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 import aiohttp
+import uvloop
 from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
@@ -51,6 +52,7 @@ from corestore_project.engines.s3_metadata import MetadataStore  # noqa: E402
 logger = logging.getLogger("corestore.s3gateway")
 
 CHUNK = 1024 * 1024
+DELETE_BODY_LIMIT = 10 * 1024 * 1024
 HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -358,7 +360,14 @@ class Gateway:
         if request.headers.get("Expect", "").lower() == "100-continue":
             await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         try:
-            upstream = await self.forward(request)
+            body = None
+            if op == "delete_objects":
+                # Small (rclone caps it at 10 MiB) and needed afterwards: with
+                # <Quiet> the answer names only the keys that failed.
+                body = await read_limited(request, DELETE_BODY_LIMIT)
+            upstream = await self.forward(request, body)
+        except Refusal as refusal:
+            return error_response(request, refusal)
         except (aiohttp.ClientConnectionError, OSError) as exc:
             logger.warning("rclone unreachable: %s", exc)
             return error_response(
@@ -366,19 +375,24 @@ class Gateway:
             )
 
         try:
+            if op == "delete_objects":
+                return await self.after_delete_objects(request, target, upstream, body)
             handler = getattr(self, f"after_{op}", self.after_pass)
             return await handler(request, target, upstream)
         finally:
             upstream.release()
 
-    async def forward(self, request: web.BaseRequest) -> aiohttp.ClientResponse:
+    async def forward(
+        self, request: web.BaseRequest, body: bytes | None = None
+    ) -> aiohttp.ClientResponse:
         headers = CIMultiDict(
             (name, value)
             for name, value in request.headers.items()
             if name.lower() not in HOP_BY_HOP
         )
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
-        body = request.content if request.body_exists or chunked else None
+        if body is None and (request.body_exists or chunked):
+            body = request.content
         return await self.session.request(
             request.method,
             URL("http://rclone" + request.raw_path, encoded=True),
@@ -504,14 +518,20 @@ class Gateway:
             await self.db_call(self.store.delete, target.bucket, [target.key])
         return await self.after_pass(request, target, upstream)
 
-    async def after_delete_objects(self, request, target, upstream):
+    async def after_delete_objects(self, request, target, upstream, request_body):
         body = await upstream.read()
-        if upstream.status == 200:
-            deleted = [
+        if upstream.status == 200 and xml_root_name(body) == "DeleteResult":
+            failed = {
                 key
-                for element in xml_elements(body, "Deleted")
+                for element in xml_elements(body, "Error")
+                for key in element_texts(element, "Key")
+            }
+            asked = [
+                key
+                for element in xml_elements(request_body, "Object")
                 for key in element_texts(element, "Key")
             ]
+            deleted = [key for key in asked if key not in failed]
             await self.db_call(self.store.delete, target.bucket, deleted)
         return self.buffered(upstream, body)
 
@@ -535,10 +555,23 @@ class Gateway:
         if request.method != "HEAD":
             # An upstream failure part-way raises here, and aiohttp then drops
             # the client's connection: a short body, never a silently cut one.
-            while chunk := await upstream.content.readany():
-                await response.write(chunk)
+            try:
+                while chunk := await upstream.content.readany():
+                    await response.write(chunk)
+            except ConnectionResetError:
+                return response  # the client went away; nothing to tell it
         await response.write_eof()
         return response
+
+
+async def read_limited(request: web.BaseRequest, limit: int) -> bytes:
+    chunks, size = [], 0
+    while chunk := await request.content.read(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            raise Refusal(400, "MaxMessageLengthExceeded", "request body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def response_headers(headers) -> CIMultiDict:
@@ -663,7 +696,8 @@ def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
     )
-    asyncio.run(serve(args))
+    # uvloop moves bytes with about a quarter less CPU than asyncio's loop.
+    uvloop.run(serve(args))
     return 0
 
 
