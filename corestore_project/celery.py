@@ -21,3 +21,28 @@ def _tag_task_logs(task_id=None, **kwargs):
 @signals.task_postrun.connect
 def _untag_task_logs(**kwargs):
     current_context.set("-")
+
+
+@signals.before_task_publish.connect
+def _readable_job_arguments(sender=None, headers=None, body=None, **kwargs):
+    """Let Flower show which job a task runs, not only the job's bare id.
+
+    Job tasks take the Job's primary key only; argsrepr (what Flower and the
+    worker log display) gains the job's kind and target, which name a volume
+    or a service, never a credential.
+    """
+    if not headers or not body or not str(sender).startswith("snapshots."):
+        return
+    args = body[0] if isinstance(body, tuple | list) else ()
+    if len(args) != 1:
+        return
+
+    from django.apps import apps
+
+    try:
+        Job = apps.get_model("snapshots", "Job")
+        job = Job.objects.filter(pk=args[0]).values("kind", "target").first()
+    except Exception:  # noqa: BLE001 - a label must never stop a job being sent
+        return
+    if job:
+        headers["argsrepr"] = f"(job={args[0]}, {job['kind']} of {job['target']!r})"

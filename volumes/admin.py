@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.db.models import Count
 from django.template.defaultfilters import filesizeformat
 
+from corestore_project.admin_actions import snapshot_volumes_now
 from volumes.driver import directory_size
 from volumes.models import Volume, VolumeMount
 
@@ -55,6 +56,7 @@ class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
     inlines = [VolumeMountInline]
+    actions = [snapshot_volumes_now]
     # Sizes walk each volume's files: keep pages short.
     list_per_page = 50
 
@@ -68,3 +70,19 @@ class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="size")
     def size(self, volume):
         return filesizeformat(directory_size(volume.mountpoint))
+
+
+@admin.register(VolumeMount)
+class VolumeMountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Every container holding a volume: one row per Docker mount ID."""
+
+    list_display = ("volume", "short_mount_id", "mounted_at")
+    list_filter = ("mounted_at",)
+    search_fields = ("volume__name", "mount_id")
+    list_select_related = ("volume",)
+    fields = ("volume", "mount_id", "mounted_at")
+    readonly_fields = fields
+
+    @admin.display(description="mount ID", ordering="mount_id")
+    def short_mount_id(self, mount):
+        return mount.mount_id[:12]
