@@ -66,6 +66,8 @@ class RcloneEngine(ObjectEngine):
         "order are buffered in memory (at most 256 MB per upload, 1 GB per key)",
         "ListMultipartUploads on a bucket without uploads answers 404 "
         "NoSuchUpload instead of an empty list",
+        "an object written with one key may take up to 1 s to appear to "
+        "another key (rclone's directory cache)",
         "a removed access key keeps working for up to about 5 minutes "
         "(rclone caches the auth proxy's answer)",
         "a tenant may delete its own bucket while it is empty",
