@@ -99,6 +99,9 @@ def json_exception_handler(exc, context):
     elif isinstance(exc, exceptions.NotAuthenticated | exceptions.AuthenticationFailed):
         body = error_body("unauthorized", str(exc.detail))
         response.status_code = status.HTTP_401_UNAUTHORIZED
+        # RFC 9110 requires a challenge on 401; DRF adds none without an
+        # authentication class.
+        response["WWW-Authenticate"] = 'Bearer realm="corestore"'
     elif isinstance(exc, exceptions.ParseError):
         body = error_body("invalid_json", str(exc.detail))
     else:

@@ -7,6 +7,8 @@ and bucket.
 
 import json
 import re
+import subprocess
+import sys
 import threading
 import time
 
@@ -17,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pymongo.errors import OperationFailure
 
 from corestore_project import derive
+from tests.stackrunner import ROOT
 from tests.tenants import (
     admin_buckets,
     admin_mongo,
@@ -133,9 +136,11 @@ def test_credentials_are_derived_not_stored(stack, alpha):
     assert alpha["env"]["AWS_ACCESS_KEY_ID"] == access_key
     assert alpha["env"]["AWS_SECRET_ACCESS_KEY"] == secret_key
     assert f"{user}:{password}@" in alpha["env"]["MONGODB_URI"]
-    metadata = (stack.data_dir / "corestore.sqlite3").read_bytes()
+    stored = [(stack.data_dir / "corestore.sqlite3").read_bytes()]
+    stored += [path.read_bytes() for path in (stack.data_dir / "log").glob("*.log")]
+    stored.append((stack.data_dir / "s3" / "keys.json").read_bytes())
     for value in (password, secret_key):
-        assert value.encode() not in metadata
+        assert not any(value.encode() in blob for blob in stored)
 
 
 def test_tenant_writes_and_reads_its_database_only(alpha, bravo):
@@ -299,6 +304,74 @@ def test_listing_shows_services_and_resources_without_secrets(stack, alpha, brav
 
 def test_unknown_service_is_404(stack):
     assert_error(stack.get("/resources/nobody-here"), 404, "not_found")
+
+
+ADMIN_CHECK = """
+import json
+import os
+
+import django
+
+django.setup()
+from django.contrib.auth.models import User
+from django.test import Client
+
+from provisioning.models import Resource, Service
+
+user, _ = User.objects.get_or_create(
+    username="admin-view-check", defaults={"is_staff": True, "is_superuser": True}
+)
+client = Client()
+client.force_login(user)
+service = Service.objects.get(service_id=os.environ["CHECK_SERVICE_ID"])
+resource = Resource.objects.filter(service=service).first()
+pages = {
+    "services": "/admin/provisioning/service/",
+    "service": f"/admin/provisioning/service/{service.pk}/change/",
+    "resources": "/admin/provisioning/resource/",
+    "resource": f"/admin/provisioning/resource/{resource.pk}/change/",
+    "add": "/admin/provisioning/service/add/",
+}
+answers = {}
+for name, url in pages.items():
+    response = client.get(url)
+    answers[name] = [response.status_code, response.content.decode()]
+response = client.post(
+    f"/admin/provisioning/service/{service.pk}/delete/", {"post": "yes"}
+)
+answers["delete"] = [response.status_code, ""]
+answers["still_there"] = [Service.objects.filter(pk=service.pk).exists(), ""]
+print(json.dumps(answers))
+"""
+
+
+def test_admin_shows_services_read_only_and_without_secrets(stack, alpha):
+    env = {**stack.env, "CHECK_SERVICE_ID": alpha["serviceId"]}
+    result = subprocess.run(
+        [sys.executable, "-c", ADMIN_CHECK],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    pages = json.loads(result.stdout.strip().splitlines()[-1])
+
+    for name in ("services", "service", "resources", "resource"):
+        status, html = pages[name]
+        assert status == 200, name
+        assert alpha["serviceId"] in html
+        assert 'name="_save"' not in html
+        for secret in (
+            alpha["env"]["AWS_SECRET_ACCESS_KEY"],
+            alpha["env"]["MONGODB_PASSWORD"],
+        ):
+            assert secret not in html
+    assert alpha["env"]["S3_BUCKET"] in pages["service"][1]
+    assert pages["add"][0] == 403
+    assert pages["delete"][0] == 403
+    assert pages["still_there"][0] is True
 
 
 # Deprovisioning.
@@ -509,7 +582,7 @@ def test_missing_or_wrong_token_is_401_everywhere(stack, alpha, authorization):
             method, stack.url + path, json=body, headers=headers, timeout=30
         )
         assert_error(response, 401, "unauthorized")
-        assert "secret" not in response.text.lower()
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
     assert engine_state(stack) == before
 
 
