@@ -196,6 +196,9 @@ class SecantusEngine(MongoWireEngine):
         "tenants get readWrite only (dbOwner could escalate to root)",
         "bulkWrite sent to the admin database and renameCollection across "
         "databases skip authorization checks",
+        "a connection authenticated before deprovision keeps its rights until "
+        "it closes (mongod revokes them): a workload still running can write "
+        "its dropped database back; stop it before deprovisioning",
     ]
 
     def server_command(self, host: str, port: int, auth: bool) -> list[str]:
