@@ -174,26 +174,32 @@ def test_default_folder_mode_ignores_the_umask(stack, plugin):
     plugin.remove(name)
 
 
-def _service_model_exists() -> bool:
-    try:
-        from provisioning.models import Service  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def test_service_id_is_stored_and_checked(stack, plugin):
+def test_service_id_must_name_a_provisioned_service(stack, plugin):
     name = new_name()
     answer = plugin.create(name, {"serviceId": "svc-unknown-" + name})
+    assert (
+        answer["Err"] == f"serviceId 'svc-unknown-{name}' is not a provisioned service"
+    )
 
-    if _service_model_exists():
-        assert "is not a provisioned service" in answer["Err"]
-        return
-    assert answer == {"Err": ""}
-    assert api_volume(stack, name)["serviceId"] == "svc-unknown-" + name
-    listed = stack.get("/volumes", params={"serviceId": "svc-unknown-" + name})
-    assert [v["name"] for v in listed.json()["volumes"]] == [name]
-    plugin.remove(name)
+    service_id = "svc-" + name
+    provisioned = stack.post(
+        "/resources/provision",
+        json={
+            "serviceId": service_id,
+            "serviceName": "volume-owner",
+            "capabilities": ["objectstorage"],
+        },
+    )
+    assert provisioned.status_code in (200, 201), provisioned.text
+    try:
+        assert plugin.create(name, {"serviceId": service_id}) == {"Err": ""}
+        assert api_volume(stack, name)["serviceId"] == service_id
+        assert plugin.get(name)["Volume"]["Status"]["serviceId"] == service_id
+        listed = stack.get("/volumes", params={"serviceId": service_id})
+        assert [v["name"] for v in listed.json()["volumes"]] == [name]
+        plugin.remove(name)
+    finally:
+        stack.post("/resources/deprovision", json={"serviceId": service_id})
 
 
 def test_mount_reference_counting(stack, plugin):

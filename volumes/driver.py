@@ -4,7 +4,8 @@ Every call that changes state runs in one transaction. On SQLite the project
 starts transactions with BEGIN IMMEDIATE, so they take the write lock up front
 and parallel calls for one volume run one after the other; on other databases
 `select_for_update` locks the volume row. The unique (volume, mount ID)
-constraint keeps a repeated Mount from counting twice.
+constraint keeps a repeated Mount from counting twice. Within the plugin
+process, writers also queue on a lock first (see write_transaction).
 """
 
 import logging
@@ -12,6 +13,8 @@ import os
 import re
 import secrets
 import shutil
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 from django.apps import apps
@@ -35,6 +38,19 @@ MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
 # Removed volumes are renamed to this prefix first; a name can never start
 # with a dot, so it cannot clash with a volume.
 TRASH_PREFIX = ".removed-"
+
+
+# dockerd sends Mount and Unmount calls in parallel and the plugin serves them
+# from threads of one process. SQLite lets one writer in at a time and makes
+# the others poll with growing sleeps, which put whole seconds on the slowest
+# calls; waiting on a lock in the process instead hands the write over at once.
+_write_lock = threading.Lock()
+
+
+@contextmanager
+def write_transaction():
+    with _write_lock, transaction.atomic():
+        yield
 
 
 class VolumeError(Exception):
@@ -147,7 +163,7 @@ def create_volume(name, opts) -> Volume:
 
     # get_or_create catches the unique-name race where transactions do not
     # take the write lock up front.
-    with transaction.atomic():
+    with write_transaction():
         volume, created = Volume.objects.select_for_update().get_or_create(
             name=name,
             defaults={"options": options, "service_id": options.get("serviceId", "")},
@@ -188,7 +204,7 @@ def get_volume(name) -> Volume:
 def mount_volume(name, mount_id) -> Path:
     """Record one more holder of the volume and return its mountpoint."""
     mount_id = _mount_id(mount_id)
-    with transaction.atomic():
+    with write_transaction():
         volume = _locked_volume(name)
         if not volume.mountpoint.is_dir():
             logger.warning("data folder of volume %s was missing; recreated", name)
@@ -208,7 +224,7 @@ def mount_volume(name, mount_id) -> Path:
 def unmount_volume(name, mount_id):
     """Drop one holder; an ID that holds nothing is ignored."""
     mount_id = _mount_id(mount_id)
-    with transaction.atomic():
+    with write_transaction():
         volume = _locked_volume(name)
         deleted, _ = VolumeMount.objects.filter(
             volume=volume, mount_id=mount_id
@@ -240,7 +256,7 @@ def remove_volume(name):
     name = validate_name(name)
     trash = None
     try:
-        with transaction.atomic():
+        with write_transaction():
             volume = Volume.objects.select_for_update().filter(name=name).first()
             if volume is None:
                 # Docker only removes what Get found, so this is a repeat or
