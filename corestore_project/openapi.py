@@ -116,6 +116,19 @@ def _metrics_path():
     }
 
 
+def drop_lookahead_groups(endpoints):
+    """drf-spectacular pre-processing hook: no parameter for a regex lookahead.
+
+    /resources/<service_id> is a re_path whose lookahead leaves /resources/
+    snapshot and /resources/restore to their own views; the generator turns
+    that group into a "{var}" path parameter that does not exist.
+    """
+    return [
+        (path.replace("{var}", ""), regex, method, callback)
+        for path, regex, method, callback in endpoints
+    ]
+
+
 def complete_schema(result, generator, request, public):
     """drf-spectacular post-processing hook: see the module docstring."""
     schemas = result.setdefault("components", {}).setdefault("schemas", {})

@@ -197,15 +197,24 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "COMPONENT_SPLIT_REQUEST": True,
     "SECURITY": [{"bearerAuth": []}],
     "APPEND_COMPONENTS": {
         "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}
     },
+    "PREPROCESSING_HOOKS": ["corestore_project.openapi.drop_lookahead_groups"],
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "corestore_project.openapi.complete_schema",
     ],
+    # One name per choice set that several answers share.
+    "ENUM_NAME_OVERRIDES": {
+        "CapabilityEnum": "corestore_project.api_schema.CAPABILITIES",
+        "SnapshotCapabilityEnum": "corestore_project.api_schema.SNAPSHOT_CAPABILITIES",
+        "ServiceStatusEnum": "corestore_project.api_schema.SERVICE_STATUSES",
+        "ResourceStatusEnum": "corestore_project.api_schema.RESOURCE_STATUSES",
+        "JobStatusEnum": "corestore_project.api_schema.JOB_STATUSES",
+        "JobKindEnum": "corestore_project.api_schema.JOB_KINDS",
+    },
 }
 
 CELERY_BROKER_URL = f"redis+socket://{REDIS_SOCKET}"

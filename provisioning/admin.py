@@ -6,6 +6,8 @@ the engines disagree. No secret is shown since none is stored.
 
 from django.contrib import admin
 
+from corestore_project.admin_actions import snapshot_services_now
+
 from .models import Resource, Service
 
 
@@ -42,6 +44,7 @@ class ServiceAdmin(ReadOnlyAdmin):
     search_fields = ["service_id", "service_name"]
     readonly_fields = ["service_id", "service_name", "status", "created_at"]
     inlines = [ResourceInline]
+    actions = [snapshot_services_now]
 
 
 @admin.register(Resource)
