@@ -7,12 +7,16 @@ reach the plugin.
 """
 
 import json
+import os
 import secrets
+import signal
+import socket
 import stat
 import time
 
 import pytest
 
+from tests.plugin_client import PluginClient
 from tests.stackrunner import Stack
 
 pytest_plugins = ["tests.dockerd"]
@@ -220,7 +224,11 @@ def test_stack_restart_while_a_container_holds_the_volume(docker, node):
     node.stop()
     # The container keeps its bind mount while the plugin is gone.
     docker.docker("exec", holder, "sh", "-c", "echo during > /data/during.txt")
+    # A removal that a crash cut short leaves a renamed folder behind.
+    leftover = node.data_dir / "volumes" / ".removed-0123456789abcdef"
+    (leftover / "data").mkdir(parents=True)
     node.start()
+    assert not leftover.exists()
 
     assert docker.docker("exec", holder, "cat", "/data/before.txt").stdout == (
         "before\n"
@@ -236,6 +244,52 @@ def test_stack_restart_while_a_container_holds_the_volume(docker, node):
     docker.docker("rm", holder)
     docker.docker("volume", "rm", name)
     assert not (node.data_dir / "volumes" / name).exists()
+
+
+def test_plugin_answers_from_stored_state_right_after_a_crash(docker, node):
+    name = new_name()
+    docker.docker("volume", "create", "--driver", node.plugin_name, name)
+    holder = hold(docker, name)
+
+    old_socket = node.plugin_socket.stat().st_ino
+    os.kill(node.child_pid("volumeplugin"), signal.SIGKILL)
+    # supervisord starts it again, and the new server binds a new socket file
+    # (the killed one's orphaned worker may hold the old one for a moment).
+    # The first calls on the new socket must already see the volume and its
+    # mount.
+    wait_for(
+        lambda: (
+            socket_inode(node.plugin_socket) not in (None, old_socket)
+            and accepts(node.plugin_socket)
+        ),
+        what="the restarted plugin socket",
+    )
+    plugin = PluginClient(node.plugin_socket)
+    got = plugin.get(name)
+    assert got["Err"] == ""
+    assert got["Volume"]["Status"] == {"mounts": 1}
+    assert name in {v["Name"] for v in plugin.list()["Volumes"]}
+
+    assert inspect(docker, name)["Status"] == {"mounts": 1}
+    docker.docker("rm", "-f", holder)
+    assert api_volume(node, name)["mounts"] == 0
+    docker.docker("volume", "rm", name)
+
+
+def socket_inode(path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except FileNotFoundError:
+        return None
+
+
+def accepts(path) -> bool:
+    with socket.socket(socket.AF_UNIX) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 def test_dockerd_restart_finds_every_volume(docker, node):
