@@ -8,11 +8,11 @@ are "ensure" operations, so two calls racing for one service both succeed.
 """
 
 import logging
-import time
 from urllib.parse import quote, urlencode
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from corestore_project import derive
 from corestore_project.api import Conflict, NotFound, Unavailable
@@ -170,15 +170,16 @@ def _claim(service_id: str, service_name: str, capabilities) -> tuple[Service, b
     lock of the whole metadata database. Two racing calls meet on the unique
     service_id; the loser of an insert race retries and finds the winner's row.
     """
-    for attempt in range(CLAIM_ATTEMPTS):
+    attempt = 1
+    while True:
         try:
             with transaction.atomic():
                 return _claim_once(service_id, service_name, capabilities)
         except IntegrityError:
-            if attempt == CLAIM_ATTEMPTS - 1:
+            if attempt == CLAIM_ATTEMPTS:
                 raise
+            attempt += 1
             logger.info("provision %s: lost an insert race, retrying", service_id)
-    raise AssertionError("unreachable")
 
 
 def _claim_once(service_id, service_name, capabilities) -> tuple[Service, bool]:
@@ -241,12 +242,12 @@ def _complete(resource: Resource, service_id: str) -> bool:
             exc,
         )
         Resource.objects.filter(pk=resource.pk).update(
-            last_error=f"{type(exc).__name__} at {time.strftime('%FT%TZ')}"[:200]
+            last_error=type(exc).__name__, updated_at=timezone.now()
         )
         return False
 
     Resource.objects.filter(pk=resource.pk).update(
-        status=Resource.Status.READY, last_error=""
+        status=Resource.Status.READY, last_error="", updated_at=timezone.now()
     )
     logger.info(
         "provision %s: %s %s ready", service_id, resource.capability, resource.name
