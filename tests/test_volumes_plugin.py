@@ -166,6 +166,17 @@ def test_uid_gid_mode_apply_to_the_data_folder(stack, plugin):
     plugin.remove(name)
 
 
+@pytest.mark.parametrize(
+    "mode, expected", [("01777", 0o1777), ("0o750", 0o750), ("700", 0o700), ("0", 0)]
+)
+def test_mode_forms(stack, plugin, mode, expected):
+    name = new_name()
+    assert plugin.create(name, {"mode": mode}) == {"Err": ""}
+    info = (stack.data_dir / "volumes" / name / "data").stat()
+    assert stat.S_IMODE(info.st_mode) == expected
+    plugin.remove(name)
+
+
 def test_default_folder_mode_ignores_the_umask(stack, plugin):
     name = new_name()
     plugin.create(name)

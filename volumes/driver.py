@@ -31,7 +31,7 @@ NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 NAME_MAX_LENGTH = 255
 
 SUPPORTED_OPTIONS = ("gid", "mode", "serviceId", "uid")
-MODE_PATTERN = re.compile(r"(0o)?[0-7]{1,4}")
+MODE_PATTERN = re.compile(r"(0o|0)?[0-7]{1,4}")
 ID_PATTERN = re.compile(r"[0-9]{1,10}")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
 
@@ -116,7 +116,7 @@ def _parse_id(key: str, value: str) -> int:
 def _parse_mode(value: str) -> int:
     if not MODE_PATTERN.fullmatch(value):
         raise VolumeError(f"option mode must be octal like 0755, not {value!r}")
-    return int(value.removeprefix("0o"), 8)
+    return int(value.removeprefix("0o") or "0", 8)
 
 
 def _check_service(service_id: str):
