@@ -67,6 +67,8 @@ def process_specs() -> list[ProcessSpec]:
                 "celery",
                 "-A",
                 "corestore_project",
+                # The start-up banner is not a log line; JSON logs leave it out.
+                *(["--quiet"] if settings.LOG_FORMAT == "json" else []),
                 "worker",
                 "--loglevel",
                 settings.LOG_LEVEL,
@@ -76,6 +78,11 @@ def process_specs() -> list[ProcessSpec]:
                 "2",
                 "--task-events",
             ),
+            # Root on purpose: restores give volume files back their owners.
+            # Celery's multi-line warning about it would repeat at every start.
+            environment={
+                "PYTHONWARNINGS": "ignore:You're running the worker with superuser"
+            },
             # Let a running job finish or fail cleanly before it is killed.
             stop_wait_seconds=60,
             priority=40,
