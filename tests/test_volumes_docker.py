@@ -8,6 +8,7 @@ reach the plugin.
 
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -15,6 +16,7 @@ import stat
 import time
 
 import pytest
+import requests
 
 from tests.plugin_client import PluginClient
 from tests.stackrunner import Stack
@@ -28,9 +30,12 @@ pytestmark = pytest.mark.docker
 HOLD = 'trap "exit 0" TERM; while true; do sleep 0.2; done'
 
 
+ADMIN_PASSWORD = secrets.token_urlsafe(12)
+
+
 @pytest.fixture(scope="module")
 def node():
-    stack = Stack()
+    stack = Stack(env={"CORESTORE_ADMIN_PASSWORD": ADMIN_PASSWORD})
     try:
         stack.start()
         yield stack
@@ -310,3 +315,45 @@ def test_dockerd_restart_finds_every_volume(docker, node):
 
     docker.docker("volume", "rm", *names)
     assert not driver_volumes(docker, node) & set(names)
+
+
+def admin_session(node) -> requests.Session:
+    session = requests.Session()
+    session.get(f"{node.url}/admin/login/", timeout=30).raise_for_status()
+    answer = session.post(
+        f"{node.url}/admin/login/?next=/admin/",
+        data={
+            "username": "admin",
+            "password": ADMIN_PASSWORD,
+            "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            "next": "/admin/",
+        },
+        timeout=30,
+    )
+    assert answer.url.endswith("/admin/"), answer.url
+    return session
+
+
+def test_admin_shows_size_and_mounts_read_only(docker, node):
+    name = new_name()
+    docker.docker("volume", "create", "--driver", node.plugin_name, name)
+    holder = hold(docker, name)
+    docker.docker("exec", holder, "sh", "-c", "head -c 4096 /dev/zero > /data/f")
+    session = admin_session(node)
+
+    listing = session.get(f"{node.url}/admin/volumes/volume/?q={name}", timeout=30)
+    assert listing.status_code == 200
+    row = listing.text[listing.text.index(f">{name}<") :]
+    row = row[: row.index("</tr>")]
+    assert "4.0\xa0KB" in row
+    assert '<td class="field-active_mounts">1</td>' in row
+
+    link = re.search(r'href="(/admin/volumes/volume/\d+/change/)', listing.text)
+    page = session.get(node.url + link.group(1), timeout=30)
+    assert page.status_code == 200
+    assert str(mountpoint(node, name)) in page.text
+    assert 'name="_save"' not in page.text
+    assert session.get(f"{node.url}/admin/volumes/volume/add/").status_code == 403
+
+    docker.docker("rm", "-f", holder)
+    docker.docker("volume", "rm", name)
