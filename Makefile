@@ -15,11 +15,13 @@ run: setup
 test: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: setup-test
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/hadolint Dockerfile
 
 format: setup-test
 	$(VENV)/bin/ruff check --fix .
