@@ -27,7 +27,6 @@ from bson import (
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from minio import Minio
-from minio.deleteobjects import DeleteObject
 
 from corestore_project import derive
 from snapshots import dumpers
@@ -69,11 +68,9 @@ def db_name(mongo):
     mongo.drop_database(name)
 
 
-@pytest.fixture(scope="module")
-def s3(stack) -> Minio:
-    access_key, secret_key = derive.s3_admin_credentials(master_secret(stack))
+def minio_client(node, access_key, secret_key) -> Minio:
     return Minio(
-        f"127.0.0.1:{stack.ports['s3']}",
+        f"127.0.0.1:{node.ports['s3']}",
         access_key=access_key,
         secret_key=secret_key,
         secure=False,
@@ -82,14 +79,30 @@ def s3(stack) -> Minio:
 
 
 @pytest.fixture
-def bucket(s3):
-    name = f"dump-{secrets.token_hex(4)}"
-    s3.make_bucket(name)
-    yield name
-    names = (DeleteObject(o.object_name) for o in s3.list_objects(name, recursive=True))
-    for error in s3.remove_objects(name, names):
-        raise AssertionError(error)
-    s3.remove_bucket(name)
+def tenant(stack):
+    """A provisioned service: its id and the env its workload gets."""
+    service_id = f"dumps-{secrets.token_hex(4)}"
+    body = {
+        "serviceId": service_id,
+        "serviceName": "dumps",
+        "capabilities": ["database", "objectstorage"],
+    }
+    response = stack.post("/resources/provision", json=body)
+    assert response.status_code == 201, response.text
+    yield {"serviceId": service_id, "env": response.json()["env"]}
+    stack.post("/resources/deprovision", json={"serviceId": service_id})
+
+
+@pytest.fixture
+def s3(stack, tenant) -> Minio:
+    """The tenant's own key, the one the snapshot jobs use for its bucket."""
+    env = tenant["env"]
+    return minio_client(stack, env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture
+def bucket(tenant) -> str:
+    return tenant["env"]["S3_BUCKET"]
 
 
 # Databases -------------------------------------------------------------------
@@ -233,21 +246,27 @@ def test_database_round_trip_is_byte_equal(mongo, db_name, tmp_path):
         database.validated.insert_one({"no_name": True})
 
 
-def test_restore_keeps_the_tenant_user_working(stack, mongo, db_name, tmp_path):
-    user, password = f"svc-{secrets.token_hex(4)}", secrets.token_urlsafe(16)
-    roles = [{"role": "readWrite", "db": db_name}]
-    mongo[db_name].command("createUser", user, pwd=password, roles=roles)
-    tenant = mongo_client(stack, user, password, auth_source=db_name)
-    tenant_db = tenant[db_name]
-    tenant_db.notes.insert_one({"_id": 1, "text": "before"})
+def test_restore_keeps_the_tenant_credentials_working(mongo, tenant, tmp_path):
+    env = tenant["env"]
+    db_name = env["MONGODB_DATABASE"]
+    workload = pymongo.MongoClient(env["MONGODB_URI"], serverSelectionTimeoutMS=5000)
+    notes = workload[db_name].notes
+    notes.insert_one({"_id": 1, "text": "before"})
+    notes.create_index("text", unique=True)
     dumpers.dump_database(mongo, db_name, tmp_path / "dump")
-    tenant_db.notes.update_one({"_id": 1}, {"$set": {"text": "after"}})
+    notes.update_one({"_id": 1}, {"$set": {"text": "after"}})
+    workload[db_name].scratch.insert_one({"_id": "gone after restore"})
 
     dumpers.restore_database(mongo, db_name, tmp_path / "dump")
 
-    assert tenant_db.notes.find_one({"_id": 1})["text"] == "before"
-    tenant_db.notes.insert_one({"_id": 2, "text": "still writable"})
-    tenant.close()
+    assert notes.find_one({"_id": 1})["text"] == "before"
+    assert workload[db_name].list_collection_names() == ["notes"]
+    notes.insert_one({"_id": 2, "text": "still writable"})
+    workload.close()
+    # A new connection authenticates too: the user was never dropped.
+    again = pymongo.MongoClient(env["MONGODB_URI"], serverSelectionTimeoutMS=5000)
+    assert again[db_name].notes.count_documents({}) == 2
+    again.close()
 
 
 def test_failed_restore_can_be_retried(mongo, db_name, tmp_path, monkeypatch):
@@ -311,14 +330,20 @@ def test_dump_refuses_a_directory_with_leftovers(mongo, db_name, tmp_path):
         dumpers.dump_database(mongo, db_name, tmp_path)
 
 
-def test_restore_refuses_a_corrupt_dump(mongo, db_name, tmp_path):
+def test_restore_refuses_a_corrupt_dump_before_touching_anything(
+    mongo, db_name, tmp_path
+):
     mongo[db_name].items.insert_many([{"n": n} for n in range(3)])
+    mongo[db_name].zzz.insert_many([{"n": n} for n in range(3)])
     dumpers.dump_database(mongo, db_name, tmp_path / "dump")
-    data = (tmp_path / "dump" / "items.bson").read_bytes()
-    (tmp_path / "dump" / "items.bson").write_bytes(data[:-3])
+    mongo[db_name].items.insert_one({"n": "new"})
+    data = (tmp_path / "dump" / "zzz.bson").read_bytes()
+    (tmp_path / "dump" / "zzz.bson").write_bytes(data[:-3])
 
     with pytest.raises(dumpers.DumpError):
         dumpers.restore_database(mongo, db_name, tmp_path / "dump")
+
+    assert mongo[db_name].items.count_documents({}) == 4
 
 
 # Buckets ---------------------------------------------------------------------
@@ -446,6 +471,9 @@ def test_bucket_round_trip(s3, bucket, big_data, tmp_path):
     put(s3, bucket, "top.txt", b"changed", "text/html", {}, {"owner": "mallory"})
     put(s3, bucket, "large/blob.bin", b"small now", "text/plain", {}, {})
     put(s3, bucket, "new/extra.txt", b"not in the dump", "text/plain", {}, {})
+    # Same bytes, other headers: must be uploaded again, not skipped.
+    weird = "weird/ünïcødé ?#%&=+ key"
+    put(s3, bucket, weird, b"odd", "text/csv", {"Cache-Control": "no-store"}, {})
     assert bucket_state(s3, bucket) != before
 
     started = time.monotonic()
@@ -455,6 +483,9 @@ def test_bucket_round_trip(s3, bucket, big_data, tmp_path):
     assert bucket_state(s3, bucket) == before
     assert restored["deleted"] == 1
     assert restored["objects"] == dumped["objects"] == len(OBJECTS) + 1
+    # Only what differs went up again.
+    assert restored["uploaded"] == 5
+    assert restored["unchanged"] == len(OBJECTS) + 1 - 5
     assert reports == sorted(reports) and reports[-1] == dumped["bytes"]
     megabytes = dumped["bytes"] / MB
     print(
@@ -463,26 +494,60 @@ def test_bucket_round_trip(s3, bucket, big_data, tmp_path):
     )
 
 
-def test_failed_bucket_restore_can_be_retried(s3, bucket, tmp_path):
+def test_failed_bucket_restore_can_be_retried(s3, bucket, tmp_path, monkeypatch):
+    for number in range(20):
+        put(s3, bucket, f"item/{number:02}", os.urandom(1000), "text/plain", {}, {})
+    before = bucket_state(s3, bucket)
+    dumpers.dump_bucket(s3, bucket, tmp_path / "dump")
+    for number in range(20):
+        put(s3, bucket, f"item/{number:02}", b"overwritten", "text/plain", {}, {})
+
+    def fail_in_the_fifth_object(done):
+        if done >= 4500:
+            raise RuntimeError("worker lost")
+
+    # Reports come at most twice a second; make every read report.
+    monkeypatch.setattr(dumpers, "PROGRESS_INTERVAL", 0)
+    with pytest.raises(RuntimeError):
+        dumpers.restore_bucket(s3, bucket, tmp_path / "dump", fail_in_the_fifth_object)
+    monkeypatch.undo()
+    assert bucket_state(s3, bucket) != before
+
+    stats = dumpers.restore_bucket(s3, bucket, tmp_path / "dump")
+
+    assert bucket_state(s3, bucket) == before
+    assert stats["unchanged"] == 4
+    assert stats["uploaded"] == 16
+
+
+def test_bucket_restore_refuses_a_dump_with_a_missing_file(s3, bucket, tmp_path):
     for number in range(20):
         put(s3, bucket, f"item/{number}", os.urandom(1000), "text/plain", {}, {})
-    before = bucket_state(s3, bucket)
     dumpers.dump_bucket(s3, bucket, tmp_path / "dump")
     for number in range(10):
         s3.remove_object(bucket, f"item/{number}")
-
     entries = (tmp_path / "dump" / "manifest.jsonl").read_text().splitlines()
-    moved = tmp_path / "dump" / json.loads(entries[5])["path"]
-    moved.rename(moved.with_suffix(".away"))
+    (tmp_path / "dump" / json.loads(entries[5])["path"]).unlink()
+
     with pytest.raises(dumpers.DumpError):
         dumpers.restore_bucket(s3, bucket, tmp_path / "dump")
-    # Refused before anything was touched.
+
     assert len(bucket_state(s3, bucket)) == 10
 
-    moved.with_suffix(".away").rename(moved)
+
+def test_restored_metadata_is_seen_by_other_keys(stack, s3, bucket, tmp_path):
+    # Behaviour of the engine, not of the dumper: on the embedded engine the
+    # S3 gateway keeps metadata for every key, not only for the writing one.
+    put(s3, bucket, "shared", b"x", "text/markdown", {}, {"who": "tenant"})
+    dumpers.dump_bucket(s3, bucket, tmp_path / "dump")
+    s3.remove_object(bucket, "shared")
     dumpers.restore_bucket(s3, bucket, tmp_path / "dump")
 
-    assert bucket_state(s3, bucket) == before
+    admin = minio_client(stack, *derive.s3_admin_credentials(master_secret(stack)))
+    seen = admin.stat_object(bucket, "shared")
+
+    assert seen.content_type == "text/markdown"
+    assert seen.metadata["x-amz-meta-who"] == "tenant"
 
 
 def test_restore_refuses_an_incomplete_bucket_dump(s3, bucket, tmp_path):
