@@ -218,8 +218,12 @@ class RcloneEngine(ObjectEngine):
         with self._locked_key_map() as keys:
             if keys.pop(access_key, None) is not None:
                 self._write_key_map(keys)
-            self._bury(self.buckets_dir / bucket)
+            moved = self._bury(self.buckets_dir / bucket)
             self._sweep()
+        # Outside the lock: deleting a large bucket must not hold up other
+        # tenants' provisioning.
+        for path in moved:
+            shutil.rmtree(path, ignore_errors=True)
         self.drop_metadata(bucket)
 
     def drop_metadata(self, bucket: str) -> None:
@@ -230,12 +234,14 @@ class RcloneEngine(ObjectEngine):
         finally:
             store.close()
 
-    def _bury(self, path: Path) -> None:
+    def _bury(self, path: Path) -> list[Path]:
+        """Replace a bucket directory by a tombstone; answer where it went."""
         trash = ensure_dir(self.root / "trash")
+        moved = []
         for _ in range(10):
             if path.is_dir():
-                moved = Path(tempfile.mkdtemp(dir=trash, prefix=path.name + "-"))
-                path.rename(moved / "bucket")
+                moved.append(Path(tempfile.mkdtemp(dir=trash, prefix=path.name + "-")))
+                path.rename(moved[-1] / "bucket")
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -247,7 +253,7 @@ class RcloneEngine(ObjectEngine):
             with os.fdopen(fd, "w") as handle:
                 handle.write("deprovisioned; a new provision call replaces this\n")
             break
-        shutil.rmtree(trash, ignore_errors=True)
+        return moved
 
     def _sweep(self, older_than: float = TOMBSTONE_SECONDS) -> None:
         """Remove tombstones older than rclone's cache of proxy answers."""
