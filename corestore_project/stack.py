@@ -125,6 +125,10 @@ def process_specs() -> list[ProcessSpec]:
                 "16",
                 "--timeout",
                 "120",
+                # The socket is created under this umask: only root (dockerd)
+                # may call the plugin, not every local user.
+                "--umask",
+                "0o077",
                 "--no-control-socket",
                 *gunicorn_options(),
             ),

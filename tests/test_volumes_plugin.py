@@ -312,6 +312,10 @@ def test_requests_as_the_daemon_sends_them(plugin):
     assert status == 404 and "no endpoint" in body["Err"]
 
 
+def test_only_root_may_use_the_socket(stack):
+    assert stat.S_IMODE(stack.plugin_socket.stat().st_mode) & 0o077 == 0
+
+
 def test_plugin_routes_only_on_the_socket(stack, plugin):
     response = requests.post(
         f"{stack.url}/VolumeDriver.List", headers=stack.headers(), timeout=10
