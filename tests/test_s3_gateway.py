@@ -418,6 +418,9 @@ def test_conditional_get_is_evaluated(tenant):
     with pytest.raises(botocore.exceptions.ClientError) as excinfo:
         client.get_object(Bucket=bucket, Key="cond/x", IfMatch='"other"')
     assert error_of(excinfo)[1] == 412
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        client.get_object(Bucket=bucket, Key="cond/x", IfNoneMatch=etag)
+    assert error_of(excinfo)[1] == 304
 
 
 def test_tenants_cannot_read_each_other(stack, tenant):

@@ -28,6 +28,7 @@ import asyncio
 import logging
 import secrets
 import signal
+import sqlite3
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -379,6 +380,13 @@ class Gateway:
                 return await self.after_delete_objects(request, target, upstream, body)
             handler = getattr(self, f"after_{op}", self.after_pass)
             return await handler(request, target, upstream)
+        except sqlite3.Error:
+            # rclone has done the write; a retry of the request redoes both.
+            logger.exception("metadata of %s %s not recorded", request.method, target)
+            return error_response(
+                request,
+                Refusal(500, "InternalError", "metadata not recorded; please retry"),
+            )
         finally:
             upstream.release()
 
@@ -412,7 +420,10 @@ class Gateway:
 
     async def after_read_object(self, request, target, upstream):
         if upstream.status not in (200, 206):
-            return await self.after_pass(request, target, upstream)
+            # rclone answers If-None-Match itself with a 304 that carries the
+            # body checksum of the object; boto3 then fails to read the 304.
+            headers = without_checksums(upstream.headers)
+            return await self.stream(request, upstream, upstream.status, headers)
 
         status = upstream.status
         if "Range" in request.headers and upstream.headers.get("Content-Range"):
@@ -445,9 +456,7 @@ class Gateway:
 
         if status == 206:
             # The stored checksum is the whole object's, not this range's.
-            for name in list(headers):
-                if name.lower().startswith("x-amz-checksum-"):
-                    headers.popall(name, None)
+            headers = without_checksums(headers)
         for param, value in target.params.items():
             if param in RESPONSE_PARAMS:
                 headers[param.removeprefix("response-")] = value
@@ -572,6 +581,14 @@ async def read_limited(request: web.BaseRequest, limit: int) -> bytes:
             raise Refusal(400, "MaxMessageLengthExceeded", "request body too large")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def without_checksums(headers) -> CIMultiDict:
+    return CIMultiDict(
+        (name, value)
+        for name, value in headers.items()
+        if not name.lower().startswith("x-amz-checksum-")
+    )
 
 
 def response_headers(headers) -> CIMultiDict:
