@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -167,13 +167,17 @@ class Progress:
     def _beat(self):
         # The heartbeat keeps updated_at fresh during silent steps (restore,
         # rsync), and polls a size when the step prints no progress itself.
-        while not self._stop.wait(self.interval * 2):
-            if self.poll:
-                try:
-                    self._done = self.poll()
-                except OSError:
-                    pass
-            self._write()
+        try:
+            while not self._stop.wait(self.interval * 2):
+                if self.poll:
+                    try:
+                        self._done = self.poll()
+                    except OSError:
+                        pass
+                self._write()
+        finally:
+            # This thread's own database connection.
+            connection.close()
 
     def _write(self):
         self._last = time.monotonic()

@@ -34,6 +34,7 @@ HOST = "corestore"
 # Exit 3: the snapshot was saved, but some source files could not be read
 # (on a live volume: files that vanished while the backup ran).
 EXIT_INCOMPLETE = 3
+STOP_GRACE_SECONDS = 10
 
 
 class CommandFailed(RuntimeError):
@@ -329,8 +330,13 @@ class RunningCommand:
         return code
 
     def stop(self):
+        # SIGTERM first: restic then removes its lock from the repository.
         if self.process.poll() is None:
-            self.process.kill()
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=STOP_GRACE_SECONDS)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
         self.process.wait()
         for stream in (self.process.stdout, self.process.stdin):
             if stream is not None:

@@ -146,7 +146,8 @@ def _sync_in_place(job, source: Path, target: Path) -> None:
 
     -aHAX --numeric-ids: modes, owners by number (the container's users do not
     exist here), times, symlinks, hardlinks, ACLs, xattrs. --delete removes
-    what the snapshot did not have.
+    what the snapshot did not have. Files rsync judges unchanged (same size,
+    mtime and attributes) are left alone.
     """
     rsync = shutil.which("rsync")
     if rsync is None:
@@ -159,6 +160,10 @@ def _sync_in_place(job, source: Path, target: Path) -> None:
             "--numeric-ids",
             "--delete",
             "--no-inc-recursive",
+            # Hardlink a changed file from the staging tree instead of
+            # copying it: the restored data is written once, by restic.
+            # (On another filesystem rsync copies instead.)
+            f"--link-dest={source}",
             f"{source}/",
             f"{target}/",
         ]

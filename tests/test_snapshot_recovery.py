@@ -93,6 +93,7 @@ def test_worker_killed_mid_snapshot_and_mid_restore(private_stack):
     kill_worker(node)
     job = wait_job(node, url)
     assert job["status"] in ("failed", "succeeded"), job
+    assert any("died" in line for line in job["log"]), job["log"]
     if job["status"] == "succeeded":
         assert job["attempts"] == 2
     assert_archive_checks(node)
@@ -110,6 +111,7 @@ def test_worker_killed_mid_snapshot_and_mid_restore(private_stack):
     kill_worker(node)
     job = wait_job(node, url)
     assert job["status"] in ("failed", "succeeded"), job
+    assert any("died" in line for line in job["log"]), job["log"]
     if job["status"] == "succeeded":
         assert sorted(os.listdir(root)) == expected
     assert_archive_checks(node)
