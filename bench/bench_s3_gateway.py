@@ -125,6 +125,11 @@ def client(port: int):
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def timed(function) -> float:
     start = time.perf_counter()
     function()
@@ -207,12 +212,18 @@ def main() -> int:
         raw_runs = {"direct": [], "gateway": []}
         small_runs = {"direct": [], "gateway": []}
         ports = {"direct": servers.direct_port, "gateway": servers.gateway_port}
+        rclone_pid, gateway_pid = (p.pid for p in servers.processes)
+        gateway_cpu = {"rclone": 0.0, "gateway": 0.0}
         for round_number in range(args.rounds):
             for name, s3 in (("direct", direct), ("gateway", gateway)):
+                before = cpu_seconds(rclone_pid), cpu_seconds(gateway_pid)
                 large_runs[name].append(large(s3, source, f"{name}-large"))
                 raw_runs[name].append(
                     raw_get(s3, ports[name], f"{name}-large", source.stat().st_size)
                 )
+                if name == "gateway":
+                    gateway_cpu["rclone"] += cpu_seconds(rclone_pid) - before[0]
+                    gateway_cpu["gateway"] += cpu_seconds(gateway_pid) - before[1]
                 small_runs[name].append(
                     small(s3, args.small, f"{name}-small-{round_number}")
                 )
@@ -222,6 +233,13 @@ def main() -> int:
             f"{args.size_mb:>9} MB object GET (http.client): rclone direct "
             f"{direct_raw:8.1f} MB/s  gateway {gateway_raw:8.1f} MB/s  "
             f"ratio {gateway_raw / direct_raw:.2f}"
+        )
+        # Throughput depends on what else the machine runs; CPU time does not.
+        gigabytes = 3 * args.rounds * args.size_mb / 1024
+        print(
+            f"CPU seconds per GB moved through the gateway (PUT + 2 GETs): "
+            f"rclone {gateway_cpu['rclone'] / gigabytes:.2f}  "
+            f"gateway {gateway_cpu['gateway'] / gigabytes:.2f}"
         )
         report(args, best(small_runs["direct"]), best(small_runs["gateway"]), "obj/s")
     finally:
