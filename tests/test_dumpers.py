@@ -168,6 +168,8 @@ def fill_database(database):
     database.create_collection("odd/name with space")
     database["odd/name with space"].insert_one({"_id": "odd"})
     database.create_collection("empty")
+    database.create_collection("collated", collation={"locale": "de", "strength": 2})
+    database.collated.insert_one({"word": "Straße"})
     database.command("create", "types_view", viewOn="types", pipeline=[])
 
 
@@ -219,10 +221,10 @@ def test_dump_writes_mongodump_layout(mongo, db_name, tmp_path):
     ]
     capped = json.loads((tmp_path / "dump" / "capped.metadata.json").read_text())
     assert capped["options"]["capped"] is True
-    assert stats["collections"] == 5
+    assert stats["collections"] == 6
     assert stats["views"] == 1
     assert stats["indexes"] == len(INDEXES)
-    assert stats["documents"] == 10 + 40 + 1 + 1
+    assert stats["documents"] == 10 + 40 + 1 + 1 + 1
     assert stats["bytes"] == sum(
         path.stat().st_size for path in (tmp_path / "dump").glob("*.bson")
     )
@@ -240,7 +242,7 @@ def test_database_round_trip_is_byte_equal(mongo, db_name, tmp_path):
 
     assert snapshot_state(database) == before
     assert stats["dropped"] == 1
-    assert stats["documents"] == 52
+    assert stats["documents"] == 53
     # The options are in force again, not only listed.
     with pytest.raises(pymongo.errors.WriteError):
         database.validated.insert_one({"no_name": True})
@@ -321,6 +323,15 @@ def test_dump_streams_and_reports_progress(mongo, db_name, tmp_path):
         f"database: {megabytes:.1f} MB dumped at {megabytes / dump_seconds:.1f} MB/s,"
         f" restored at {megabytes / restore_seconds:.1f} MB/s"
     )
+
+
+def test_collection_file_names_are_safe_and_distinct():
+    names = ["a/b", "a%2Fb", "..", "x" * 300, "x" * 299 + "y", "ünï cøde"]
+    stems = [dumpers.collection_file_stem(name) for name in names]
+
+    assert len(set(stems)) == len(names)
+    assert all("/" not in stem and len(stem.encode()) <= 200 for stem in stems)
+    assert stems[0] == "a%2Fb" and stems[1] == "a%252Fb"
 
 
 def test_dump_refuses_a_directory_with_leftovers(mongo, db_name, tmp_path):
