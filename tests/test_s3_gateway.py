@@ -328,6 +328,38 @@ def test_copy_object_copies_or_replaces_the_metadata(tenant):
     assert replaced["Metadata"] == {"from": "request"}
 
 
+def test_copy_onto_itself_replaces_the_metadata(tenant):
+    client, bucket = tenant
+    body = os.urandom(3 * MB)
+    client.put_object(
+        Bucket=bucket,
+        Key="copy/self",
+        Body=body,
+        ContentType="a/b",
+        Metadata={"x": "1"},
+    )
+
+    client.copy_object(
+        Bucket=bucket,
+        Key="copy/self",
+        CopySource={"Bucket": bucket, "Key": "copy/self"},
+        MetadataDirective="REPLACE",
+        ContentType="c/d",
+        Metadata={"y": "2"},
+    )
+
+    answer = client.get_object(Bucket=bucket, Key="copy/self")
+    assert _md5(answer["Body"].read()) == _md5(body)
+    assert (answer["ContentType"], answer["Metadata"]) == ("c/d", {"y": "2"})
+
+
+def test_odd_keys_keep_their_metadata(tenant):
+    client, bucket = tenant
+    for key in ("odd/sp ace/ü+%&=?.txt", "odd/a%2Fb", "odd/~tilde!*'()"):
+        client.put_object(Bucket=bucket, Key=key, Body=b"odd", ContentType="o/dd")
+        assert client.head_object(Bucket=bucket, Key=key)["ContentType"] == "o/dd"
+
+
 def test_delete_and_delete_objects_forget_the_metadata(tenant):
     client, bucket = tenant
     for key in ("del/one", "del/two", "del/three"):

@@ -618,9 +618,10 @@ def is_current(stored_etag: str, etag: str) -> bool:
     the bytes were replaced without the gateway recording it (it died between
     rclone's answer and its own write), so the row is stale. rclone answers a
     completed multipart upload with an "<md5>-<parts>" ETag but serves the
-    object with the MD5 of its bytes; such rows cannot be checked this way.
+    object with the MD5 of its bytes, and answers a copy onto the same key
+    without any ETag; such rows cannot be checked this way.
     """
-    return stored_etag == etag or "-" in stored_etag
+    return stored_etag == etag or not stored_etag or "-" in stored_etag
 
 
 def etag_matches(header: str, etag: str) -> bool:
