@@ -32,7 +32,7 @@ def admin_mongo(node) -> pymongo.MongoClient:
     )
 
 
-def s3_client(endpoint, access_key, secret_key, region="us-east-1"):
+def s3_client(endpoint, access_key, secret_key, region="us-east-1", read_timeout=30):
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
@@ -43,7 +43,7 @@ def s3_client(endpoint, access_key, secret_key, region="us-east-1"):
             s3={"addressing_style": "path"},
             retries={"max_attempts": 1},
             connect_timeout=5,
-            read_timeout=30,
+            read_timeout=read_timeout,
         ),
     )
 
@@ -67,12 +67,13 @@ def tenant_mongo(env: dict) -> pymongo.MongoClient:
     return pymongo.MongoClient(env["MONGODB_URI"], serverSelectionTimeoutMS=5000)
 
 
-def tenant_s3(env: dict):
+def tenant_s3(env: dict, read_timeout=30):
     return s3_client(
         env["AWS_ENDPOINT_URL"],
         env["AWS_ACCESS_KEY_ID"],
         env["AWS_SECRET_ACCESS_KEY"],
         env["AWS_REGION"],
+        read_timeout,
     )
 
 

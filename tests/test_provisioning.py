@@ -408,7 +408,9 @@ def test_deprovision_removes_databases_buckets_keys_and_records(stack):
     keys = json.loads((stack.data_dir / "s3" / "keys.json").read_text())
     assert env["AWS_ACCESS_KEY_ID"] not in keys
     # rclone may serve the removed key from its cache for a few minutes, but
-    # the bucket cannot come back through it.
+    # the bucket cannot come back through it. A refused write may also go
+    # unanswered, hence the short timeout.
+    s3 = tenant_s3(env, read_timeout=5)
     assert refused(lambda: s3.put_object(Bucket=bucket, Key="again", Body=b"x"))
     assert refused(lambda: s3.get_object(Bucket=bucket, Key="a"))
     assert bucket not in admin_buckets(stack)
