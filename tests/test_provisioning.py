@@ -155,6 +155,12 @@ def test_tenant_writes_and_reads_its_database_only(alpha, bravo):
         assert refused(lambda: other.orders.insert_one({"_id": 2}))
         assert refused(lambda: other.orders.find_one())
         assert refused(lambda: client.list_database_names())
+        # readWrite only: a tenant cannot widen its own rights.
+        user = alpha["env"]["MONGODB_USERNAME"]
+        assert refused(lambda: own.command("grantRolesToUser", user, roles=["dbOwner"]))
+        assert refused(
+            lambda: own.command("createUser", "extra", pwd="x" * 20, roles=[])
+        )
     finally:
         client.close()
 
