@@ -256,7 +256,7 @@ def test_plugin_answers_from_stored_state_right_after_a_crash(docker, node):
     docker.docker("volume", "create", "--driver", node.plugin_name, name)
     holder = hold(docker, name)
 
-    old_socket = node.plugin_socket.stat().st_ino
+    old_socket = socket_identity(node.plugin_socket)
     os.kill(node.child_pid("volumeplugin"), signal.SIGKILL)
     # supervisord starts it again, and the new server binds a new socket file
     # (the killed one's orphaned worker may hold the old one for a moment).
@@ -264,7 +264,7 @@ def test_plugin_answers_from_stored_state_right_after_a_crash(docker, node):
     # mount.
     wait_for(
         lambda: (
-            socket_inode(node.plugin_socket) not in (None, old_socket)
+            socket_identity(node.plugin_socket) not in (None, old_socket)
             and accepts(node.plugin_socket)
         ),
         what="the restarted plugin socket",
@@ -281,11 +281,13 @@ def test_plugin_answers_from_stored_state_right_after_a_crash(docker, node):
     docker.docker("volume", "rm", name)
 
 
-def socket_inode(path) -> int | None:
+def socket_identity(path) -> tuple | None:
+    # The inode number alone may be reused by the new socket file.
     try:
-        return path.stat().st_ino
+        info = path.stat()
     except FileNotFoundError:
         return None
+    return info.st_ino, info.st_ctime_ns
 
 
 def accepts(path) -> bool:
