@@ -9,7 +9,11 @@ Written against restic 0.14 (Debian's), whose behaviour shapes this module:
 - the backup summary names the snapshot by its short id, so the full id is
   looked up afterwards;
 - a killed run leaves its lock behind, which blocks `check` and `prune` until
-  `unlock` removes it.
+  `unlock` removes it;
+- `--stdin` saves a truncated snapshot, with exit 0, when the producer of the
+  stream fails. Database and bucket dumps are therefore written to a folder
+  first (the dumper reports its own failure before restic ever runs) and
+  archived like a volume; nothing here uses --stdin.
 
 Children get a parent-death signal: when a worker process is SIGKILLed, its
 restic and rsync die with it instead of writing on as orphans.
@@ -181,34 +185,21 @@ class Repository:
         cwd: Path,
         tags: list[str],
         progress: Callable[[dict], None] | None = None,
-        stdin_producer: Callable[[object], None] | None = None,
-        stdin_filename: str = "",
     ) -> BackupResult:
-        """Run `restic backup`; with stdin_producer, archive what it writes.
+        """Run `restic backup` of paths (relative to cwd); the saved snapshot.
 
-        The producer gets a binary file object and writes the stream into it.
-        restic 0.14 saves a truncated snapshot and exits 0 when its stdin just
-        ends, so a producer failure is detected here, that snapshot forgotten,
-        and the producer's exception raised.
+        The job's own tag (job=<id>) must be among the tags: the full id is
+        found through it.
         """
         job_tag = next(tag for tag in tags if tag.startswith("job="))
         args = ["backup", "--json", "--host", HOST]
         for tag in tags:
             args += ["--tag", tag]
-        if stdin_producer is not None:
-            args += ["--stdin", "--stdin-filename", stdin_filename]
-        else:
-            args += ["--", *paths]
+        args += ["--", *paths]
 
-        producer_error: list[BaseException] = []
         with RunningCommand(
-            self.command(*args),
-            env=self.environment(),
-            cwd=cwd,
-            stdin=subprocess.PIPE if stdin_producer else subprocess.DEVNULL,
+            self.command(*args), env=self.environment(), cwd=cwd
         ) as running:
-            if stdin_producer is not None:
-                running.feed_stdin(stdin_producer, producer_error)
             summary = None
             for message in running.json_lines():
                 kind = message.get("message_type")
@@ -222,13 +213,8 @@ class Repository:
             code = running.wait()
 
         if code not in (0, EXIT_INCOMPLETE) or summary is None:
-            if producer_error:
-                raise producer_error[0]
             raise ResticError("backup", code, running.stderr_text())
         saved = self.find_saved(summary["snapshot_id"], job_tag)
-        if producer_error:
-            self.forget([saved["id"]])
-            raise producer_error[0]
         return BackupResult(
             snapshot_id=saved["id"],
             time=saved["time"],
@@ -246,14 +232,6 @@ class Repository:
             stdout=subprocess.DEVNULL,
         )
 
-    def dump(self, snapshot_id: str, filename: str) -> RunningCommand:
-        """Start `restic dump`, whose stdout is the stored file."""
-        return RunningCommand(
-            self.command("dump", snapshot_id, filename),
-            env=self.environment(),
-            cwd=self.temp_dir,
-        )
-
 
 class RunningCommand:
     """A child process whose stderr is collected in the background.
@@ -262,26 +240,18 @@ class RunningCommand:
     limit or an exception must not leave restic or rsync writing.
     """
 
-    def __init__(
-        self,
-        command,
-        env=None,
-        cwd=None,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    ):
+    def __init__(self, command, env=None, cwd=None, stdout=subprocess.PIPE):
         self.process = subprocess.Popen(
             command,
             env=env,
             cwd=cwd,
-            stdin=stdin,
+            stdin=subprocess.DEVNULL,
             stdout=stdout,
             stderr=subprocess.PIPE,
         )
         self._stderr = deque(maxlen=200)
         self._stderr_reader = threading.Thread(target=self._read_stderr, daemon=True)
         self._stderr_reader.start()
-        self._feeder = None
 
     def __enter__(self):
         return self
@@ -293,21 +263,6 @@ class RunningCommand:
         for raw in self.process.stderr:
             self._stderr.append(raw.decode(errors="replace").rstrip("\n"))
 
-    def feed_stdin(self, producer, errors: list):
-        def feed():
-            try:
-                producer(self.process.stdin)
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller
-                errors.append(exc)
-            finally:
-                try:
-                    self.process.stdin.close()
-                except OSError:
-                    pass
-
-        self._feeder = threading.Thread(target=feed, daemon=True)
-        self._feeder.start()
-
     def json_lines(self):
         for raw in self.process.stdout:
             line = raw.strip()
@@ -318,14 +273,8 @@ class RunningCommand:
             except ValueError:
                 continue
 
-    @property
-    def stdout(self):
-        return self.process.stdout
-
     def wait(self, timeout=None) -> int:
         code = self.process.wait(timeout=timeout)
-        if self._feeder is not None:
-            self._feeder.join()
         self._stderr_reader.join(timeout=5)
         return code
 
@@ -338,14 +287,8 @@ class RunningCommand:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         self.process.wait()
-        for stream in (self.process.stdout, self.process.stdin):
-            if stream is not None:
-                try:
-                    stream.close()
-                except OSError:
-                    pass
-        if self._feeder is not None:
-            self._feeder.join(timeout=30)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
 
     def stderr_lines(self) -> list[str]:
         self._stderr_reader.join(timeout=5)
