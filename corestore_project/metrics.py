@@ -92,7 +92,11 @@ class HttpMetricsMiddleware:
         HTTP_LATENCY.labels(method, route).observe(elapsed)
 
         request_id = response.get("X-Request-Id", "-")
-        access_log.info(
+        # Health checks and scrapes come every few seconds: their successes
+        # are counted above and logged only at debug level.
+        quiet = route in QUIET_ROUTES and response.status_code < 400
+        access_log.log(
+            logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %.1fms",
             request.method,
             request.path,
@@ -104,6 +108,7 @@ class HttpMetricsMiddleware:
 
 
 KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+QUIET_ROUTES = {"/health", "/metrics", "/Plugin.Activate"}
 
 
 class EngineCollector:
