@@ -246,13 +246,39 @@ def _complete(resource: Resource, service_id: str) -> bool:
         )
         return False
 
-    Resource.objects.filter(pk=resource.pk).update(
+    marked = Resource.objects.filter(pk=resource.pk).update(
         status=Resource.Status.READY, last_error="", updated_at=timezone.now()
     )
+    if not marked:
+        _undo_after_deprovision(resource, service_id)
     logger.info(
         "provision %s: %s %s ready", service_id, resource.capability, resource.name
     )
     return True
+
+
+def _undo_after_deprovision(resource: Resource, service_id: str) -> None:
+    """Drop a tenant made while a deprovision call removed its row.
+
+    Without this the engine would keep a tenant that no record names. Only
+    when no newer row for the capability exists: a provision call that came
+    after the deprovision owns the tenant now.
+    """
+    newer = Resource.objects.filter(
+        service__service_id=service_id, capability=resource.capability
+    )
+    if not newer.exists():
+        logger.warning(
+            "provision %s: deprovisioned meanwhile; dropping %s %s again",
+            service_id,
+            resource.capability,
+            resource.name,
+        )
+        try:
+            _drop_in_engine(resource, service_id)
+        except EngineUnavailable:
+            logger.exception("provision %s: tenant left in the engine", service_id)
+    raise Conflict(f"service {service_id!r} was deprovisioned during this call")
 
 
 def provision_service(
