@@ -29,7 +29,6 @@ HASH_LENGTH = 8
 CLAIM_ATTEMPTS = 3
 
 DATABASE = Resource.Capability.DATABASE
-OBJECTSTORAGE = Resource.Capability.OBJECTSTORAGE
 
 
 def engine_name(service_name: str, service_id: str) -> str:
@@ -41,7 +40,8 @@ def engine_name(service_name: str, service_id: str) -> str:
     database name rules. The hash of the serviceId keeps two services with the
     same name apart.
     """
-    return f"{derive.slug(service_name, SLUG_LENGTH)}-{derive.short_hash(service_id)}"
+    slug = derive.slug(service_name, SLUG_LENGTH)
+    return f"{slug}-{derive.short_hash(service_id, HASH_LENGTH)}"
 
 
 def _host_port(port: int) -> str:
