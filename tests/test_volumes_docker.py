@@ -197,6 +197,41 @@ def test_containers_share_the_volume_and_rm_waits_for_them(docker, node):
     assert not (node.data_dir / "volumes" / name).exists()
 
 
+def test_uid_option_lets_a_non_root_container_write(docker, node):
+    owned, plain, copied, kept = (new_name() for _ in range(4))
+    for name in (owned, copied, kept):
+        docker.docker(
+            "volume", "create", "--driver", node.plugin_name,
+            "--opt", "uid=1000", "--opt", "gid=1000", name,
+        )  # fmt: skip
+    docker.docker("volume", "create", "--driver", node.plugin_name, plain)
+
+    def touch_as_1000(name, target, mode=""):
+        return docker.docker(
+            "run", "--rm", "--network", "none", "--user", "1000:1000",
+            "-v", f"{name}:{target}{mode}", docker.image, "touch", f"{target}/mine",
+            check=False,
+        )  # fmt: skip
+
+    # /vol is not in the image, so the folder keeps the owner it was given.
+    assert touch_as_1000(owned, "/vol").returncode == 0
+    assert (mountpoint(node, owned) / "mine").stat().st_uid == 1000
+    denied = touch_as_1000(plain, "/vol")
+    assert denied.returncode != 0
+    assert "Permission denied" in denied.stderr
+
+    # A daemon quirk: on the first mount of an empty volume over a folder
+    # that exists in the image (/data here), dockerd copies that folder's
+    # contents, owner and mode onto the volume, which undoes uid/gid/mode.
+    # `:nocopy` keeps them.
+    assert touch_as_1000(copied, "/data").returncode != 0
+    assert mountpoint(node, copied).stat().st_uid == 0
+    assert touch_as_1000(kept, "/data", ":nocopy").returncode == 0
+    assert mountpoint(node, kept).stat().st_uid == 1000
+
+    docker.docker("volume", "rm", owned, plain, copied, kept)
+
+
 def test_read_only_mount_is_enforced_by_the_daemon(docker, node):
     name = new_name()
     docker.docker("volume", "create", "--driver", node.plugin_name, name)
