@@ -139,6 +139,9 @@ def prepare_data_dir(volume: Volume) -> Path:
 
     Ownership and mode are only set when the folder is created: afterwards
     they belong to the workload, which may have changed them on purpose.
+    dockerd may still override them: on the first mount of an empty volume
+    over a folder that exists in the image, it copies that folder's contents,
+    owner and mode onto the volume (unless the mount says `nocopy`).
     """
     mountpoint = volume.mountpoint
     if mountpoint.is_dir():
