@@ -56,6 +56,38 @@ def kill_worker(node) -> None:
             pass
 
 
+def node_pids(node) -> list[int]:
+    """Every process of this stack: they all inherit its CORESTORE_DATA_DIR."""
+    marker = f"CORESTORE_DATA_DIR={node.data_dir}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                if marker in handle.read().split(b"\0"):
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def kill_node(node) -> None:
+    """SIGKILL every process of the stack at once (supervisord's children each
+    run in a process group of their own, so the stack's group is not enough)."""
+    for _ in range(50):
+        pids = node_pids(node)
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+    node.process.wait()
+
+
 def wait_for_phase(node, url: str, phase_start: str, timeout: float = 120) -> dict:
     """Wait until the job reports progress in the named phase."""
     deadline = time.monotonic() + timeout
@@ -156,3 +188,24 @@ def derived_key(node) -> str:
 
     secret = (node.data_dir / "master.secret").read_text().strip()
     return derive.derive(secret, "archive-passphrase", "node")
+
+
+def test_jobs_of_a_crashed_stack_are_failed_at_the_next_start(private_stack):
+    node = private_stack
+    node.start()
+    name, root = new_volume(node)
+    fill(root, 300)
+    url = start_async(node, "/volumes/snapshot", {"name": name, "snapshotName": "c"})
+    wait_for_phase(node, url, "archiving")
+
+    # The whole node dies at once (power loss, OOM of the container).
+    kill_node(node)
+    node.start()
+
+    job = node.get(url).json()
+    assert job["status"] == "failed", job
+    assert job["error"]["code"] == "interrupted"
+    assert not [p for p in (node.data_dir / "staging").iterdir() if p.name != "tmp"]
+    snapshot_volume(node, name, "after-crash")
+    checked = restic(node, "check", passphrase=derived_key(node))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
