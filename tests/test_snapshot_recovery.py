@@ -57,18 +57,24 @@ def kill_worker(node) -> None:
 
 
 def node_pids(node) -> list[int]:
-    """Every process of this stack: they all inherit its CORESTORE_DATA_DIR."""
+    """Every process of this stack: they inherit its CORESTORE_DATA_DIR, or
+    (redis rewrites its environment block for its process title) name a path
+    in it on their command line."""
     marker = f"CORESTORE_DATA_DIR={node.data_dir}".encode()
+    data_dir = f"{node.data_dir}/".encode()
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/environ", "rb") as handle:
-                if marker in handle.read().split(b"\0"):
-                    found.append(int(entry))
+                environ = handle.read().split(b"\0")
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read()
         except OSError:
             continue
+        if marker in environ or data_dir in cmdline:
+            found.append(int(entry))
     return found
 
 
