@@ -1,3 +1,4 @@
+import logging
 import os
 
 from celery import Celery, signals
@@ -6,21 +7,38 @@ from corestore_project.logs import current_context
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "corestore_project.settings")
 
+logger = logging.getLogger("corestore.tasks")
+
+# Message header naming the request (req:<id>) that sent a task.
+ORIGIN_HEADER = "corestore_origin"
+
 app = Celery("corestore")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
 @signals.task_prerun.connect
-def _tag_task_logs(task_id=None, **kwargs):
+def _tag_task_logs(task_id=None, task=None, **kwargs):
     # Every line a task logs carries its id, like request lines carry theirs;
     # a task may narrow it further (a job id) with current_context itself.
     current_context.set(f"task:{(task_id or '-')[:12]}")
+    origin = task.request.get(ORIGIN_HEADER) if task else None
+    if origin:
+        logger.info("%s%s sent by %s", task.name, task.request.argsrepr or "", origin)
 
 
 @signals.task_postrun.connect
 def _untag_task_logs(**kwargs):
     current_context.set("-")
+
+
+@signals.before_task_publish.connect
+def _carry_request_id(headers=None, **kwargs):
+    # The request that queued the task, so that its lines and the task's can
+    # be joined; the worker logs it when the task starts.
+    origin = current_context.get()
+    if headers is not None and origin.startswith("req:"):
+        headers[ORIGIN_HEADER] = origin
 
 
 @signals.before_task_publish.connect

@@ -543,8 +543,14 @@ def test_openapi_schema_generates_without_warnings(ops):
 # --- logs ------------------------------------------------------------------------
 
 
-def test_logs_are_json_lines_with_request_and_job_ids(ops):
+def test_logs_are_json_lines_with_request_and_job_ids(ops, plugin):
     keep(ops.get("/resources", headers={"X-Request-Id": "opsreq123"}))
+    volume = f"logs-{secrets.token_hex(3)}"
+    plugin.create(volume)
+    snapshot = ops.post(
+        "/volumes/snapshot", {"name": volume}, headers={"X-Request-Id": "opsjob456"}
+    )
+    assert keep(snapshot).status_code == 200
     time.sleep(0.5)
     log_dir = ops.data_dir / "log"
 
@@ -565,6 +571,11 @@ def test_logs_are_json_lines_with_request_and_job_ids(ops):
         for e in logs["api"]
     )
     assert any(e["context"].startswith("job:") for e in logs["worker"])
+    # The worker names the request that queued a job, and the job.
+    assert any(
+        "sent by req:opsjob456" in e["message"] and f"of '{volume}'" in e["message"]
+        for e in logs["worker"]
+    )
 
 
 def test_no_secret_in_any_log_or_answer(ops):
