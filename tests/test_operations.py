@@ -540,6 +540,37 @@ def test_openapi_schema_generates_without_warnings(ops):
     assert set(json.loads(result.stdout)["paths"]) >= {"/health", "/metrics"}
 
 
+# --- deployment files ------------------------------------------------------------
+
+
+def test_compose_documents_every_setting():
+    """compose.yaml is where operators look up the environment: keep it whole."""
+    settings_source = (ROOT / "corestore_project" / "settings.py").read_text()
+    names = set(re.findall(r'"(CORESTORE_[A-Z0-9_]+)"', settings_source))
+    internal = {"CORESTORE_URLCONF"}  # set by the volume plugin's WSGI module
+    compose = (ROOT / "compose.yaml").read_text()
+
+    missing = sorted(name for name in names - internal if name not in compose)
+
+    assert not missing, f"compose.yaml does not mention {missing}"
+    assert "DATABASE_URL" in compose
+
+
+def test_image_pins_and_checks_every_download():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    downloads = re.findall(r"curl -fsSL -o (\S+)", dockerfile)
+
+    assert sorted(downloads) == ["minio", "mongodb.tgz", "restic.bz2"]
+    for name in downloads:
+        assert re.search(rf'echo "\$\{{\w+_SHA256\}}  {re.escape(name)}"', dockerfile)
+    for arg in ("MONGODB_SHA256", "MINIO_SHA256", "RESTIC_SHA256"):
+        assert re.search(rf"ARG {arg}=[0-9a-f]{{64}}\n", dockerfile), arg
+    assert "scripts/install-deps.sh" in dockerfile
+    assert 'VOLUME ["/data/corestore"]' in dockerfile
+    assert re.search(r"EXPOSE 3000 9000 27017", dockerfile)
+    assert "HEALTHCHECK" in dockerfile and "/health" in dockerfile
+
+
 # --- logs ------------------------------------------------------------------------
 
 
