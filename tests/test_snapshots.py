@@ -276,3 +276,19 @@ def test_health_names_the_archive_and_its_passphrase_source(stack):
     assert archive["status"] == "up"
     assert archive["passphrase"] == "derived from the master secret"
     assert archive["repository"] == str(stack.data_dir / "archive")
+
+
+def test_second_restore_of_a_volume_while_one_runs_is_409(stack):
+    name, root = new_volume(stack)
+    for index in range(10):
+        (root / f"part-{index}").write_bytes(os.urandom(10 * 1024 * 1024))
+    snapshot = snapshot_volume(stack, name)
+    body = {"name": name, "snapshotId": snapshot["snapshotId"]}
+
+    first = stack.post("/volumes/restore", body, headers={"Prefer": "respond-async"})
+    assert first.status_code == 202, first.text
+    assert_error(stack.post("/volumes/restore", body), 409, "conflict")
+    assert_error(stack.post("/volumes/snapshot", {"name": name}), 409, "conflict")
+
+    assert wait_job(stack, first.headers["Location"])["status"] == "succeeded"
+    assert stack.post("/volumes/restore", body).status_code == 200
