@@ -114,15 +114,10 @@ def _capped(log: str) -> str:
 
 
 def set_phase(job: Job, phase: str, total: int | None = None) -> None:
-    job.phase = phase
-    job.bytes_done = 0
-    if total is not None:
-        job.bytes_total = total
+    """Start a step; its progress counts from zero (total None: not known yet)."""
+    job.phase, job.bytes_done, job.bytes_total = phase, 0, total
     Job.objects.filter(pk=job.pk).update(
-        phase=phase,
-        bytes_done=0,
-        bytes_total=job.bytes_total,
-        updated_at=timezone.now(),
+        phase=phase, bytes_done=0, bytes_total=total, updated_at=timezone.now()
     )
     append_log(job, "%s", phase)
 
