@@ -60,6 +60,11 @@ HTTP_LATENCY = Histogram(
     registry=HTTP_REGISTRY,
 )
 
+# Anything else is counted as "other": a label per invented method would let
+# any client grow the metrics without bound.
+KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+QUIET_ROUTES = {"/health", "/metrics", "/Plugin.Activate"}
+
 
 def route_of(request) -> str:
     """The URL pattern, not the path: /jobs/<id> must not make a label per job."""
@@ -105,10 +110,6 @@ class HttpMetricsMiddleware:
             extra={"ctx": f"req:{request_id}"},
         )
         return response
-
-
-KNOWN_METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
-QUIET_ROUTES = {"/health", "/metrics", "/Plugin.Activate"}
 
 
 class EngineCollector:
