@@ -176,6 +176,10 @@ def create_volume(name, opts) -> Volume:
                 f"volume {name} already exists with other options "
                 f"({_describe(volume.options)})"
             )
+        if created and volume.mountpoint.is_dir():
+            # Left by a metadata database that was lost or reset: keeping
+            # the files is the only choice that cannot destroy data.
+            logger.warning("volume %s adopts its existing data folder", name)
         prepare_data_dir(volume)
 
     if created:
