@@ -459,7 +459,7 @@ class Gateway:
                     headers[name] = value
         elif "Content-Type" in upstream_headers:
             # Not written through this gateway (or changed since): rclone's
-            # guess from the name, which every key sees alike.
+            # own answer, usually its guess from the name.
             headers["Content-Type"] = upstream_headers["Content-Type"]
 
         if status == 206:
