@@ -48,7 +48,6 @@ def parse_time(value: str) -> datetime:
 
 
 def record_snapshot(
-    repo: Repository,
     job: Job,
     backup: BackupResult,
     capability: str,
@@ -67,7 +66,7 @@ def record_snapshot(
             "service_id": service_id,
             "snapshot_name": snapshot_name,
             "original_size": int(backup.summary.get("total_bytes_processed", 0)),
-            "stored_size": repo.stored_size(backup.snapshot_id),
+            "stored_size": backup.stored_size,
             "created_at": parse_time(backup.time),
             "tags": tags,
             "archive_path": archive_path,

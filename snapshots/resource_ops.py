@@ -157,7 +157,6 @@ def _snapshot_one(job, repo, service_id, capability, engine_name, params):
         common.remove_tree(staging)
 
     return common.record_snapshot(
-        repo,
         job,
         backup,
         capability=capability,

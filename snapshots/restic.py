@@ -29,6 +29,7 @@ import subprocess
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def child_command(command: list[str]) -> list[str]:
 class BackupResult:
     snapshot_id: str  # full id
     time: str  # RFC 3339, as restic prints it
+    stored_size: int  # bytes of the blobs it references, as stored
     summary: dict
     incomplete: bool  # exit 3: some source files could not be read
     warnings: list[str]
@@ -214,14 +216,31 @@ class Repository:
 
         if code not in (0, EXIT_INCOMPLETE) or summary is None:
             raise ResticError("backup", code, running.stderr_text())
-        saved = self.find_saved(summary["snapshot_id"], job_tag)
+        saved, stored_size = self._describe_saved(summary["snapshot_id"], job_tag)
         return BackupResult(
             snapshot_id=saved["id"],
             time=saved["time"],
+            stored_size=stored_size,
             summary=summary,
             incomplete=code == EXIT_INCOMPLETE,
             warnings=running.stderr_lines()[-20:],
         )
+
+    def _describe_saved(self, short_id: str, job_tag: str) -> tuple[dict, int]:
+        """The new snapshot's listing and stored size, asked for side by side.
+
+        Each restic run spends most of a second deriving the repository key;
+        two at once halve what every job waits after its backup.
+        """
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            saved = pool.submit(self.find_saved, short_id, job_tag)
+            size = pool.submit(self.stored_size, short_id)
+            snapshot = saved.result()
+            try:
+                return snapshot, size.result()
+            except ResticError:
+                # The short id also prefixes an older snapshot's id.
+                return snapshot, self.stored_size(snapshot["id"])
 
     def restore(self, snapshot_id: str, target: Path) -> RunningCommand:
         """Start `restic restore`; the caller waits on it (0.14 prints no progress)."""

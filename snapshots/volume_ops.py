@@ -79,7 +79,6 @@ def snapshot_volume(job: Job) -> dict:
         )
 
     snapshot = common.record_snapshot(
-        repo,
         job,
         backup,
         capability=Snapshot.Capability.VOLUME,
