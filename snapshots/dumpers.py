@@ -497,11 +497,22 @@ def dump_bucket(
     return stats
 
 
+def _manifest_entry(line: str, number: int) -> dict:
+    try:
+        entry = json.loads(line)
+        valid = isinstance(entry["key"], str) and entry["size"] >= 0
+    except (ValueError, KeyError, TypeError):
+        valid = False
+    if not valid:
+        raise DumpError(f"{MANIFEST}: line {number} is not an object entry")
+    return entry
+
+
 def _manifest_entries(src_dir: Path) -> Iterator[dict]:
     with open(Path(src_dir) / MANIFEST, encoding="utf-8") as manifest:
-        for line in manifest:
+        for number, line in enumerate(manifest, start=1):
             if line.strip():
-                yield json.loads(line)
+                yield _manifest_entry(line, number)
 
 
 def _check_bucket_dump(src_dir: Path) -> set[str]:

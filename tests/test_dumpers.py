@@ -598,6 +598,19 @@ def test_restore_refuses_an_incomplete_bucket_dump(s3, bucket, tmp_path):
     assert set(bucket_state(s3, bucket)) == {"kept"}
 
 
+def test_restore_refuses_a_damaged_manifest(s3, bucket, tmp_path):
+    put(s3, bucket, "kept", b"kept", "text/plain", {}, {})
+    dumpers.dump_bucket(s3, bucket, tmp_path / "dump")
+    with open(tmp_path / "dump" / "manifest.jsonl", "a") as manifest:
+        manifest.write('{"key": "half a line", "si\n')
+    s3.remove_object(bucket, "kept")
+
+    with pytest.raises(dumpers.DumpError):
+        dumpers.restore_bucket(s3, bucket, tmp_path / "dump")
+
+    assert bucket_state(s3, bucket) == {}
+
+
 def test_bucket_dump_of_an_empty_bucket_empties_it_on_restore(s3, bucket, tmp_path):
     stats = dumpers.dump_bucket(s3, bucket, tmp_path / "dump")
     put(s3, bucket, "later", b"later", "text/plain", {}, {})
