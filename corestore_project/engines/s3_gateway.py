@@ -61,6 +61,10 @@ DELETE_BODY_LIMIT = 10 * 1024 * 1024
 SPLICE_MIN_BYTES = 4 * CHUNK
 PIPE_BYTES = CHUNK
 HOP_BY_HOP = {
+    # The gateway answers 100 Continue itself; passed on, rclone may refuse a
+    # request early while the client body is still held back, and both wait.
+    # SigV4 clients leave Expect out of the signed headers.
+    "expect",
     "connection",
     "keep-alive",
     "proxy-connection",
