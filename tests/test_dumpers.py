@@ -24,6 +24,7 @@ from bson import (
     ObjectId,
     Regex,
     Timestamp,
+    encode,
 )
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
@@ -343,6 +344,27 @@ def test_dump_streams_and_reports_progress(mongo, db_name, tmp_path):
         f" restored at {megabytes / restore_seconds:.1f} MB/s; peak memory"
         f" {dump_peak / MB:.1f} MB dumping, {restore_peak / MB:.1f} MB restoring"
     )
+
+
+def test_restore_reads_a_dump_without_collection_names(mongo, db_name, tmp_path):
+    # Older mongodump versions write neither collectionName nor type, and a
+    # .bson file may come without its metadata file.
+    (tmp_path / "people%2Fold.bson").write_bytes(
+        encode({"_id": 1, "name": "Ada"}) + encode({"_id": 2, "name": "Grace"})
+    )
+    (tmp_path / "people%2Fold.metadata.json").write_text(
+        '{"options": {}, "indexes": [{"v": {"$numberInt": "2"}, "key": '
+        '{"name": {"$numberInt": "1"}}, "name": "by_name", "unique": true}]}'
+    )
+    (tmp_path / "bare.bson").write_bytes(encode({"_id": "x"}))
+
+    stats = dumpers.restore_database(mongo, db_name, tmp_path)
+
+    database = mongo[db_name]
+    assert sorted(database.list_collection_names()) == ["bare", "people/old"]
+    assert database["people/old"].find_one({"_id": 2})["name"] == "Grace"
+    assert database["people/old"].index_information()["by_name"]["unique"]
+    assert stats["documents"] == 3
 
 
 def test_collection_file_names_are_safe_and_distinct():
