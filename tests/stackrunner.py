@@ -129,24 +129,29 @@ class Stack:
         )
         return int(out.stdout.strip())
 
-    def group_pids(self) -> list[int]:
-        """Every live process of this stack's process group."""
+    def stack_pids(self) -> list[int]:
+        """Every live process of this stack.
+
+        The stack starts in a session of its own. supervisord puts each child in
+        a process group of its own (for stopasgroup), but the session is kept,
+        so the session id finds them all, also after supervisord was killed.
+        """
         if self.process is None:
             return []
-        pgid = self.process.pid
+        session = self.process.pid
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
             try:
-                if os.getpgid(int(entry.name)) == pgid:
+                if os.getsid(int(entry.name)) == session:
                     pids.append(int(entry.name))
-            except ProcessLookupError:
+            except (ProcessLookupError, PermissionError):
                 continue
         return pids
 
     def stop(self, timeout: float = 90) -> int | None:
-        """SIGTERM, wait; SIGKILL the whole group if anything is left."""
+        """SIGTERM, wait; SIGKILL whatever of the stack is left."""
         if self.process is None:
             return None
         if self.process.poll() is None:
@@ -161,7 +166,7 @@ class Stack:
 
     def kill_leftovers(self):
         for _ in range(50):
-            pids = self.group_pids()
+            pids = self.stack_pids()
             if not pids:
                 break
             for pid in pids:

@@ -162,7 +162,7 @@ def test_full_lifecycle_restart_on_crash_and_clean_stop(private_stack):
     # SIGTERM stops everything and leaves the data dir for the next start.
     secret_before = master_secret(node)
     assert node.stop(timeout=120) == 0
-    assert node.group_pids() == []
+    assert node.stack_pids() == []
     assert not node.plugin_socket.exists() or not _accepts(node.plugin_socket)
 
     node.start()
@@ -191,4 +191,4 @@ def test_ctrl_c_stops_the_stack(private_stack, signal_to_send):
     node.process.send_signal(signal_to_send)
     node.process.wait(timeout=120)
     node.kill_leftovers()
-    assert node.group_pids() == []
+    assert node.stack_pids() == []

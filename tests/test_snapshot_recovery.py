@@ -56,44 +56,6 @@ def kill_worker(node) -> None:
             pass
 
 
-def node_pids(node) -> list[int]:
-    """Every process of this stack: they inherit its CORESTORE_DATA_DIR, or
-    (redis rewrites its environment block for its process title) name a path
-    in it on their command line."""
-    marker = f"CORESTORE_DATA_DIR={node.data_dir}".encode()
-    data_dir = f"{node.data_dir}/".encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read().split(b"\0")
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-        except OSError:
-            continue
-        if marker in environ or data_dir in cmdline:
-            found.append(int(entry))
-    return found
-
-
-def kill_node(node) -> None:
-    """SIGKILL every process of the stack at once (supervisord's children each
-    run in a process group of their own, so the stack's group is not enough)."""
-    for _ in range(50):
-        pids = node_pids(node)
-        if not pids:
-            break
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-    node.process.wait()
-
-
 def wait_for_phase(
     node, url: str, phase_start: str, moving: bool = True, timeout: float = 120
 ) -> dict:
@@ -210,7 +172,7 @@ def test_jobs_of_a_crashed_stack_are_failed_at_the_next_start(private_stack):
     wait_for_phase(node, url, "archiving")
 
     # The whole node dies at once (power loss, OOM of the container).
-    kill_node(node)
+    node.kill_leftovers()
     node.start()
 
     job = node.get(url).json()
