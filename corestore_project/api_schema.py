@@ -23,17 +23,17 @@ from drf_spectacular.utils import (
 )
 from rest_framework import serializers
 
-CAPABILITIES = ["database", "objectstorage"]
-SNAPSHOT_CAPABILITIES = ["volume", "database", "objectstorage"]
-SERVICE_STATUSES = ["active", "deprovisioning", "removed"]
-RESOURCE_STATUSES = ["pending", "ready", "removed"]
-JOB_KINDS = [
-    "snapshot_volume",
-    "restore_volume",
-    "snapshot_resources",
-    "restore_resources",
-]
-JOB_STATUSES = ["queued", "running", "succeeded", "failed"]
+from provisioning.models import Resource, Service
+from snapshots.models import Job, Snapshot
+
+# The models' choices, so the description cannot drift from them; "removed"
+# is what a deprovision answers for what it dropped.
+CAPABILITIES = Resource.Capability.values
+SNAPSHOT_CAPABILITIES = Snapshot.Capability.values
+SERVICE_STATUSES = [*Service.Status.values, "removed"]
+RESOURCE_STATUSES = [*Resource.Status.values, "removed"]
+JOB_KINDS = Job.Kind.values
+JOB_STATUSES = Job.Status.values
 
 
 def epoch_ms(**kwargs):
