@@ -588,7 +588,7 @@ def test_logs_are_json_lines_with_request_and_job_ids(ops, plugin):
     # corestore's own processes; the engines (redis, mongod, rclone, MinIO)
     # and supervisord keep their own formats.
     logs = {}
-    for name in ("api", "worker", "volumeplugin", "flower"):
+    for name in ("api", "worker", "volumeplugin", "flower", "s3gateway"):
         lines = (log_dir / f"{name}.log").read_text().splitlines()
         logs[name] = [json.loads(line) for line in lines if line.strip()]
         assert logs[name], name

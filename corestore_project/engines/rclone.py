@@ -137,6 +137,8 @@ class RcloneEngine(ObjectEngine):
             str(self.socket_path),
             "--metadata",
             str(self.metadata_path),
+            "--log-format",
+            settings.LOG_FORMAT,
         ]
         environment = {
             "CORESTORE_S3_ROOT": str(self.root),

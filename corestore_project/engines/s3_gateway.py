@@ -52,6 +52,11 @@ from yarl import URL
 sys.path[0] = str(Path(__file__).resolve().parents[2])
 
 from corestore_project.engines.s3_metadata import MetadataStore  # noqa: E402
+from corestore_project.logs import (  # noqa: E402
+    ContextFilter,
+    JsonFormatter,
+    TextFormatter,
+)
 
 logger = logging.getLogger("corestore.s3gateway")
 
@@ -824,10 +829,15 @@ def main() -> int:
     parser.add_argument("--listen", required=True, help="HOST:PORT")
     parser.add_argument("--upstream", required=True, help="rclone's unix socket")
     parser.add_argument("--metadata", required=True, help="SQLite file")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args()
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s"
+    # The same line format as the rest of the stack (CORESTORE_LOG_FORMAT).
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        JsonFormatter() if args.log_format == "json" else TextFormatter()
     )
+    handler.addFilter(ContextFilter())
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     # uvloop moves bytes with about a quarter less CPU than asyncio's loop.
     uvloop.run(serve(args))
     return 0
