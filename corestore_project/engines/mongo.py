@@ -192,7 +192,8 @@ class SecantusEngine(MongoWireEngine):
         "clients must use retryWrites=false (retryable writes slow it 20x) and "
         "directConnection=true (it advertises host 0.0.0.0); returned URIs carry "
         "both",
-        "text and hashed indexes are not supported",
+        "text and hashed indexes are not supported; capped collections keep "
+        "their options but are not capped",
         "tenants get readWrite only (dbOwner could escalate to root)",
         "bulkWrite sent to the admin database and renameCollection across "
         "databases skip authorization checks",
