@@ -243,6 +243,9 @@ def _engine_call(function, *args):
         ) from exc
     except dumpers.DumpError as exc:
         raise jobs.JobError("corrupt", f"unusable dump: {exc}") from exc
+    except dumpers.EngineRefused as exc:
+        # Names the object and the S3 error code only, never a credential.
+        raise jobs.JobError("engine_error", f"restore refused: {exc}") from exc
     except (PyMongoError, MinioException) as exc:
         raise jobs.JobError(
             "engine_error", f"{function.__name__[1:]} failed: {type(exc).__name__}"
