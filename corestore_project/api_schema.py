@@ -101,7 +101,10 @@ class SnapshotSerializer(serializers.Serializer):
     )
     snapshotId = serializers.CharField()
     originalSize = serializers.IntegerField(help_text="bytes of the data")
-    storedSize = serializers.IntegerField(help_text="bytes it added to the archive")
+    storedSize = serializers.IntegerField(
+        help_text="compressed, encrypted bytes of the data it references in the "
+        "archive; data shared with other snapshots is counted in each"
+    )
     createdAt = epoch_ms()
     tags = serializers.DictField(child=serializers.CharField())
 
