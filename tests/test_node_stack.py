@@ -6,44 +6,12 @@ import subprocess
 import sys
 import time
 
-import boto3
-import pymongo
 import pytest
 import requests
-from botocore.config import Config
 
 from corestore_project import derive
 from tests.stackrunner import ROOT, Stack
-
-
-def master_secret(node: Stack) -> str:
-    return (node.data_dir / "master.secret").read_text().strip()
-
-
-def admin_mongo(node: Stack) -> pymongo.MongoClient:
-    user, password = derive.db_admin_credentials(master_secret(node))
-    return pymongo.MongoClient(
-        host="127.0.0.1",
-        port=node.ports["db"],
-        username=user,
-        password=password,
-        authSource="admin",
-        directConnection=True,
-        retryWrites=False,
-        serverSelectionTimeoutMS=5000,
-    )
-
-
-def admin_s3(node: Stack):
-    access_key, secret_key = derive.s3_admin_credentials(master_secret(node))
-    return boto3.client(
-        "s3",
-        endpoint_url=f"http://127.0.0.1:{node.ports['s3']}",
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret_key,
-        region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
-    )
+from tests.tenants import admin_mongo, admin_s3, master_secret
 
 
 def wait_for_health(node: Stack, timeout=60):
