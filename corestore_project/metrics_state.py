@@ -149,8 +149,8 @@ class StateCollector:
         )
         stored = GaugeMetricFamily(
             "corestore_snapshot_stored_bytes",
-            "Bytes each snapshot added to the archive after deduplication and "
-            "compression, summed by capability.",
+            "Compressed, encrypted bytes that the snapshots reference in the "
+            "archive, summed by capability (shared data counts in each).",
             labels=["capability"],
         )
         rows = Snapshot.objects.values("capability").annotate(
