@@ -308,11 +308,32 @@ def provision_service(
     return answer, created
 
 
+def _refuse_while_job_active(service_id: str) -> None:
+    from snapshots.models import Job
+
+    job = (
+        Job.objects.filter(
+            kind__in=(Job.Kind.SNAPSHOT_RESOURCES, Job.Kind.RESTORE_RESOURCES),
+            target=service_id,
+            status__in=Job.ACTIVE,
+        )
+        .order_by("created_at")
+        .first()
+    )
+    if job is not None:
+        raise Conflict(
+            f"service {service_id!r} has a {job.kind} job {job.pk} ({job.status}); "
+            "wait for it to finish, then deprovision"
+        )
+
+
 def deprovision_service(service_id: str) -> dict:
     """Remove everything a service has in the engines, then its records.
 
-    Steps: mark the service deprovisioning (404 if unknown), which refuses
-    provision calls from then on; drop each resource's tenant in its engine
+    Steps: mark the service deprovisioning (404 if unknown; 409 while a
+    snapshot or restore job of the service is queued or running, since a
+    restore would load the tenant's data back), which refuses provision calls
+    from then on; drop each resource's tenant in its engine
     (user and database; key and bucket with all objects) and delete its row as
     soon as the engine confirmed, so that a retry after an engine failure (503)
     resumes where it stopped; delete the service row. A second call answers
@@ -323,6 +344,7 @@ def deprovision_service(service_id: str) -> dict:
             service = Service.objects.select_for_update().get(service_id=service_id)
         except Service.DoesNotExist:
             raise NotFound(f"no service with serviceId {service_id!r}") from None
+        _refuse_while_job_active(service_id)
         service.status = Service.Status.DEPROVISIONING
         service.save(update_fields=["status", "updated_at"])
 

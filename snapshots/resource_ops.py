@@ -121,6 +121,20 @@ def snapshot_resources(job: Job) -> dict:
     return {"serviceId": service_id, "snapshots": snapshots}
 
 
+def _ensure_still_provisioned(service_id: str, capability: str, name: str) -> None:
+    """Refuse to go on once the service was deprovisioned meanwhile.
+
+    Deprovisioning refuses while this job is queued or running, but a call
+    that marked the service just before the job was created is still
+    dropping its tenants: loading data now would leave it behind.
+    """
+    resources = service_resources(service_id)
+    if not resources or resources.get(capability) != name:
+        raise jobs.JobError(
+            "not_found", f"service {service_id!r} was deprovisioned during the job"
+        )
+
+
 def _snapshot_one(job, repo, service_id, capability, engine_name, params):
     resource_name = RESOURCE_NAMES[capability]
     root = DUMP_ROOT[capability]
@@ -133,6 +147,7 @@ def _snapshot_one(job, repo, service_id, capability, engine_name, params):
     }
     staging = common.staging_dir(job, capability)
     try:
+        _ensure_still_provisioned(service_id, capability, engine_name)
         jobs.set_phase(job, f"dumping the {resource_name}")
         with jobs.Progress(job) as progress:
             stats = _engine_call(
@@ -208,6 +223,7 @@ def _restore_one(job, repo, service_id, snapshot, engine_name) -> dict:
             with repo.restore(snapshot.snapshot_id, staging) as running:
                 running.check("restore")
 
+        _ensure_still_provisioned(service_id, snapshot.capability, engine_name)
         jobs.set_phase(job, f"loading the {snapshot.resource_name}")
         with jobs.Progress(job) as progress:
             stats = _engine_call(

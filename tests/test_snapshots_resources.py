@@ -15,6 +15,7 @@ from tests.test_dumpers import (
     mongo_client,
     snapshot_state,
 )
+from tests.test_snapshots import wait_job
 
 MB = 1024 * 1024
 BOTH = ["database", "objectstorage"]
@@ -169,3 +170,37 @@ def test_restore_of_another_services_snapshot_is_404(stack, service):
         assert [item["Key"] for item in keys] == ["keep"]
     finally:
         stack.post("/resources/deprovision", json={"serviceId": other_id})
+
+
+def test_deprovision_waits_for_a_running_restore(stack):
+    service_id = new_service_id("busy")
+    env = provision(stack, service_id, ["database"])["env"]
+    tenant = tenant_mongo(env)
+    database = tenant[env["MONGODB_DATABASE"]]
+    database.docs.insert_many({"n": n, "pad": "x" * 100} for n in range(20000))
+    snapshot = stack.post("/resources/snapshot", {"serviceId": service_id})
+    assert snapshot.status_code == 200, snapshot.text
+
+    restore = stack.post(
+        "/resources/restore",
+        {"serviceId": service_id, "snapshots": snapshot.json()["snapshots"]},
+        headers={"Prefer": "respond-async"},
+    )
+    assert restore.status_code == 202, restore.text
+    job_id = restore.json()["job"]["id"]
+    refused = stack.post("/resources/deprovision", json={"serviceId": service_id})
+
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "conflict"
+    assert job_id in refused.json()["error"]["message"]
+    assert stack.get(f"/resources/{service_id}").status_code == 200
+    job = wait_job(stack, restore.headers["Location"])
+    assert job["status"] == "succeeded", job
+    assert database.docs.count_documents({}) == 20000
+
+    removed = stack.post("/resources/deprovision", json={"serviceId": service_id})
+    assert removed.status_code == 200, removed.text
+    admin = mongo_client(stack, *derive.db_admin_credentials(master_secret(stack)))
+    assert env["MONGODB_DATABASE"] not in admin.list_database_names()
+    admin.close()
+    tenant.close()
