@@ -292,3 +292,24 @@ def test_second_restore_of_a_volume_while_one_runs_is_409(stack):
 
     assert wait_job(stack, first.headers["Location"])["status"] == "succeeded"
     assert stack.post("/volumes/restore", body).status_code == 200
+
+
+def test_remove_of_a_volume_while_its_restore_runs_is_refused(stack):
+    name, root = new_volume(stack)
+    for index in range(10):
+        (root / f"part-{index}").write_bytes(os.urandom(10 * 1024 * 1024))
+    snapshot = snapshot_volume(stack, name)
+    body = {"name": name, "snapshotId": snapshot["snapshotId"]}
+    plugin = PluginClient(stack.plugin_socket)
+
+    first = stack.post("/volumes/restore", body, headers={"Prefer": "respond-async"})
+    assert first.status_code == 202, first.text
+    job_id = first.json()["job"]["id"]
+    refused = plugin.remove(name)
+
+    assert refused["Err"] == f"volume {name} is being restored by job {job_id}"
+    assert plugin.get(name)["Err"] == ""
+    assert wait_job(stack, first.headers["Location"])["status"] == "succeeded"
+    assert len(os.listdir(root)) == 10
+    assert plugin.remove(name) == {"Err": ""}
+    assert not root.exists()

@@ -254,7 +254,8 @@ def _mount_id(mount_id) -> str:
 def remove_volume(name):
     """Delete a volume that no mount holds, with its data.
 
-    Steps: lock the row, refuse while any ID holds it, rename the folder
+    Steps: lock the row, refuse while any ID holds it or a snapshot or
+    restore job of it is queued or running, rename the folder
     aside, delete the row, commit, then delete the renamed folder. The rename
     happens under the lock, so a new volume of the same name created right
     after the commit gets a fresh folder, never the old files. If anything
@@ -276,6 +277,7 @@ def remove_volume(name):
                     f"volume {name} is in use ({holders} active mounts); "
                     "stop the containers that use it first"
                 )
+            _refuse_while_job_active(name)
             trash = _move_aside(name)
             volume.delete()
     except BaseException:
@@ -286,6 +288,24 @@ def remove_volume(name):
     if trash is not None:
         shutil.rmtree(trash, ignore_errors=True)
     logger.info("removed volume %s", name)
+
+
+def _refuse_while_job_active(name: str) -> None:
+    # A restore would otherwise sync into a deleted folder and report success.
+    from snapshots.models import Job
+
+    job = (
+        Job.objects.filter(
+            kind__in=(Job.Kind.SNAPSHOT_VOLUME, Job.Kind.RESTORE_VOLUME),
+            target=name,
+            status__in=Job.ACTIVE,
+        )
+        .order_by("created_at")
+        .first()
+    )
+    if job is not None:
+        doing = "restored" if job.kind == Job.Kind.RESTORE_VOLUME else "snapshotted"
+        raise VolumeError(f"volume {name} is being {doing} by job {job.pk}")
 
 
 def _move_aside(name: str) -> Path | None:
