@@ -643,3 +643,26 @@ def test_no_secret_in_any_log_or_answer(ops):
         if secret in text
     ]
     assert not leaks, leaks
+
+
+def test_admin_releases_the_mounts_docker_lost(ops, plugin):
+    volume = f"lostmounts-{secrets.token_hex(3)}"
+    plugin.create(volume)
+    plugin.mount(volume, "a" * 64)
+    plugin.mount(volume, "b" * 64)
+    assert "in use" in plugin.remove(volume)["Err"]
+    session = admin_session(ops)
+    listing = keep(
+        session.get(f"{ops.url}/admin/volumes/volume/", params={"q": volume})
+    )
+    pk = re.search(r'name="_selected_action" value="(\d+)"', listing.text).group(1)
+
+    answer = run_admin_action(
+        session, ops, "/admin/volumes/volume/", "release_mounts", pk
+    )
+
+    assert answer.status_code == 200
+    assert "released 2 mount(s)" in answer.text
+    assert keep(ops.get(f"/volumes/{volume}")).json()["mounts"] == 0
+    assert plugin.remove(volume) == {"Err": ""}
+    assert plugin.get(volume)["Err"] == f"no such volume: {volume}"

@@ -1,16 +1,48 @@
 """Volumes in the admin: read-only, since Docker owns their life cycle.
 
 Changing or deleting a row here would leave the Docker daemon and the data
-folder behind; operators remove volumes with `docker volume rm`.
+folder behind; operators remove volumes with `docker volume rm`. The one
+exception is releasing mounts that Docker will never unmount.
 """
 
-from django.contrib import admin
+import logging
+
+from django.contrib import admin, messages
 from django.db.models import Count
 from django.template.defaultfilters import filesizeformat
 
 from corestore_project.admin_actions import snapshot_volumes_now
-from volumes.driver import directory_size
+from volumes.driver import directory_size, write_transaction
 from volumes.models import Volume, VolumeMount
+
+logger = logging.getLogger(__name__)
+
+
+@admin.action(description="Release all mounts of the selected volumes")
+def release_mounts(modeladmin, request, queryset):
+    """Forget every mount ID that holds the selected volumes.
+
+    A dockerd that crashed loses its containers and never sends their
+    Unmount, so the IDs would keep the volume from being removed forever.
+    Only for volumes no running container uses.
+    """
+    for volume in queryset:
+        with write_transaction():
+            mounts = VolumeMount.objects.select_for_update().filter(volume=volume)
+            released = sorted(mounts.values_list("mount_id", flat=True))
+            mounts.delete()
+        logger.warning(
+            "admin %s released %d mount(s) of volume %s: %s",
+            request.user,
+            len(released),
+            volume.name,
+            ", ".join(released) or "-",
+        )
+        modeladmin.message_user(
+            request,
+            f"volume {volume}: released {len(released)} mount(s)",
+            messages.SUCCESS,
+        )
 
 
 class ReadOnlyAdminMixin:
@@ -56,7 +88,7 @@ class VolumeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
     inlines = [VolumeMountInline]
-    actions = [snapshot_volumes_now]
+    actions = [snapshot_volumes_now, release_mounts]
     # Sizes walk each volume's files: keep pages short.
     list_per_page = 50
 
