@@ -1,5 +1,7 @@
 """Request bodies of the snapshot endpoints, and the job representation."""
 
+import re
+
 from django.urls import reverse
 from rest_framework import serializers
 
@@ -9,6 +11,13 @@ from snapshots.models import Job
 
 def epoch_ms(value):
     return int(value.timestamp() * 1000) if value else None
+
+
+# Tags become restic tags "key=value", and restic splits tag lists on commas:
+# a comma (or "=") in a key would add tags of its own choosing, such as
+# another job's, so keys are plain words and values carry no separators.
+TAG_KEY = re.compile(r"[A-Za-z0-9._-]{1,64}")
+TAG_VALUE = re.compile(r"[^,\x00-\x1f\x7f]{0,256}")
 
 
 class TagsField(serializers.Field):
@@ -35,9 +44,16 @@ class TagsField(serializers.Field):
                 )
             if key in RESERVED_TAGS:
                 raise serializers.ValidationError(f"tag {key!r} is set by corestore")
-            if not key or len(key) > 64 or len(str(value)) > 255:
-                raise serializers.ValidationError("tag keys 1-64, values 0-255 chars")
-            tags[str(key)] = str(value)
+            if not TAG_KEY.fullmatch(key):
+                raise serializers.ValidationError(
+                    f"tag key {key[:80]!r}: 1-64 characters of [A-Za-z0-9._-]"
+                )
+            if not TAG_VALUE.fullmatch(str(value)):
+                raise serializers.ValidationError(
+                    f"tag {key!r}: values are at most 256 characters, without "
+                    "commas, newlines or control characters"
+                )
+            tags[key] = str(value)
         return tags
 
     def to_representation(self, value):

@@ -6,6 +6,8 @@ import secrets
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.plugin_client import PluginClient
 
 SNAPSHOT_FIELDS = {
@@ -313,3 +315,43 @@ def test_remove_of_a_volume_while_its_restore_runs_is_refused(stack):
     assert len(os.listdir(root)) == 10
     assert plugin.remove(name) == {"Err": ""}
     assert not root.exists()
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        {"x,serviceId=tenB": "v"},
+        {"x,job=11111111-1111-1111-1111-111111111111": "v"},
+        {"a=b": "v"},
+        {"": "v"},
+        {"k" * 65: "v"},
+        {"release": "v1,serviceId=tenB"},
+        {"release": "line\nbreak"},
+        {"release": "bell\x07"},
+        {"release": "v" * 257},
+        ["x,serviceId=tenB=v"],
+    ],
+)
+def test_tags_that_could_inject_restic_tags_are_400(stack, tags):
+    name, _ = new_volume(stack)
+    jobs_before = len(stack.get("/jobs", params={"target": name}).json()["jobs"])
+
+    response = stack.post("/volumes/snapshot", {"name": name, "tags": tags})
+
+    assert_error(response, 400, "invalid")
+    assert response.json()["error"]["field"].startswith("tags")
+    assert (
+        len(stack.get("/jobs", params={"target": name}).json()["jobs"]) == jobs_before
+    )
+    assert stack.get("/snapshots", params={"resourceName": name}).json() == {
+        "snapshots": []
+    }
+
+
+def test_tags_within_the_rules_are_kept(stack):
+    name, _ = new_volume(stack)
+    tags = {"release.v-4_1": "a b=c/é " + "v" * 200}
+    assert (
+        snapshot_volume(stack, name, tags=tags)["tags"]["release.v-4_1"]
+        == (tags["release.v-4_1"])
+    )
