@@ -59,7 +59,7 @@ def process_specs() -> list[ProcessSpec]:
             ],
             priority=10,
         ),
-        database_engine().process(),
+        *database_engine().processes(),
         *object_engine().processes(),
         ProcessSpec(
             name="worker",

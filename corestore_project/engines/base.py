@@ -80,7 +80,7 @@ class DatabaseEngine:
     embedded = False
     limits: list[str] = []
 
-    def process(self) -> ProcessSpec:
+    def processes(self) -> list[ProcessSpec]:
         raise NotImplementedError
 
     def prepare(self) -> None:

@@ -2,12 +2,15 @@
 
 Both speak the MongoDB wire protocol, so one pymongo code path serves them; the
 adapters differ only in how the server is started and in the URI options that
-the embedded engine needs.
+the embedded engine needs. SecantusDB listens on a private loopback port (kept
+in <data>/run/database-engine.port) behind the database gateway
+(db_gateway.py), which holds the node's database port.
 """
 
 import logging
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pymongo
@@ -29,6 +32,8 @@ from .base import (
 
 logger = logging.getLogger(__name__)
 
+GATEWAY_SCRIPT = Path(__file__).with_name("db_gateway.py")
+
 USER_NOT_FOUND = 11
 USER_EXISTS = 51003
 
@@ -49,11 +54,13 @@ class MongoWireEngine(DatabaseEngine):
     def server_command(self, host: str, port: int, auth: bool) -> list[str]:
         raise NotImplementedError
 
-    def process(self) -> ProcessSpec:
+    def processes(self) -> list[ProcessSpec]:
         command = self.server_command(settings.BIND_ADDRESS, settings.DB_PORT, True)
-        return ProcessSpec(
-            name="database", command=command, stop_wait_seconds=60, priority=20
-        )
+        return [
+            ProcessSpec(
+                name="database", command=command, stop_wait_seconds=60, priority=20
+            )
+        ]
 
     def client(self, username=None, password=None, auth_source="admin", **kwargs):
         if username is None:
@@ -195,12 +202,54 @@ class SecantusEngine(MongoWireEngine):
         "text and hashed indexes are not supported; capped collections keep "
         "their options but are not capped",
         "tenants get readWrite only (dbOwner could escalate to root)",
-        "bulkWrite sent to the admin database and renameCollection across "
-        "databases skip authorization checks",
+        "bulkWrite (MongoClient.bulk_write) and renameCollection across "
+        "databases are refused (the engine cannot authorize them)",
         "a connection authenticated before deprovision keeps its rights until "
         "it closes (mongod revokes them): a workload still running can write "
         "its dropped database back; stop it before deprovisioning",
     ]
+
+    @property
+    def port_file(self) -> Path:
+        return settings.RUN_DIR / "database-engine.port"
+
+    def prepare(self) -> None:
+        super().prepare()
+        # A fresh private port at every start, written where the gateway and
+        # the supervisor config read it; the port of a previous run may be
+        # taken by now.
+        ensure_dir(settings.RUN_DIR)
+        self.port_file.write_text(f"{free_loopback_port()}\n")
+
+    def engine_port(self) -> int:
+        if not self.port_file.exists():
+            self.prepare()
+        return int(self.port_file.read_text().strip())
+
+    def processes(self) -> list[ProcessSpec]:
+        """SecantusDB on a private loopback port, the gateway on DB_PORT.
+
+        The engine skips authorization for a few commands (see limits); the
+        gateway (db_gateway.py) answers those itself and relays the rest.
+        """
+        engine = self.server_command("127.0.0.1", self.engine_port(), True)
+        gateway = [
+            sys.executable,
+            str(GATEWAY_SCRIPT),
+            "--listen",
+            f"{settings.BIND_ADDRESS}:{settings.DB_PORT}",
+            "--upstream-port-file",
+            str(self.port_file),
+            "--log-format",
+            settings.LOG_FORMAT,
+        ]
+        return [
+            ProcessSpec(
+                name="database", command=engine, stop_wait_seconds=60, priority=20
+            ),
+            # Starts after the engine and stops before it.
+            ProcessSpec(name="dbgateway", command=gateway, priority=25),
+        ]
 
     def server_command(self, host: str, port: int, auth: bool) -> list[str]:
         command = [
