@@ -5,6 +5,7 @@ import hashlib
 import logging
 import re
 import shutil
+import time
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -13,9 +14,12 @@ from django.conf import settings
 
 from snapshots import archive, jobs
 from snapshots.models import Job, Snapshot
-from snapshots.restic import BackupResult, Repository
+from snapshots.restic import BackupResult, Repository, ResticError
 
 logger = logging.getLogger(__name__)
+
+# How long a retry waits for a lock that another restic still holds.
+LOCK_WAIT_SECONDS = 10
 
 # Tags that the archive sets itself; a caller's tags cannot replace them.
 RESERVED_TAGS = ("capability", "serviceId", "resourceName", "snapshotName", "job")
@@ -89,10 +93,27 @@ def clean_after_interrupted_try(repo: Repository, job: Job) -> None:
     """Clear what an interrupted earlier attempt of this job left in the archive.
 
     A worker killed after restic saved a snapshot but before it was indexed
-    leaves a snapshot nobody can see; the retry starts clean instead.
+    leaves a snapshot nobody can see; the retry starts clean instead. `forget`
+    needs the archive to itself: while another restic holds a lock (a job
+    running beside this one), it is tried again for up to LOCK_WAIT_SECONDS.
     """
     if job.attempts <= 1:
         return
+    deadline = time.monotonic() + LOCK_WAIT_SECONDS
+    delay = 0.5
+    while True:
+        try:
+            _forget_leftovers(repo, job)
+            return
+        except ResticError as exc:
+            if "locked" not in exc.stderr or time.monotonic() + delay > deadline:
+                raise
+        jobs.append_log(job, "the archive is locked; trying again in %.1f s", delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 4)
+
+
+def _forget_leftovers(repo: Repository, job: Job) -> None:
     # The killed try's restic left its lock; only locks of dead processes go.
     repo.unlock()
     known = set(Snapshot.objects.filter(job=job).values_list("snapshot_id", flat=True))

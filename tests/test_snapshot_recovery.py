@@ -1,5 +1,6 @@
 """The archive survives a worker killed mid-job; a passphrase really encrypts it."""
 
+import json
 import os
 import signal
 import subprocess
@@ -182,3 +183,55 @@ def test_jobs_of_a_crashed_stack_are_failed_at_the_next_start(private_stack):
     snapshot_volume(node, name, "after-crash")
     checked = restic(node, "check", passphrase=derived_key(node))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_retry_waits_for_a_lock_held_beside_it(private_stack):
+    node = private_stack
+    node.extra_env["CORESTORE_ARCHIVE_PASSPHRASE"] = PASSPHRASE
+    node.start()
+    name, root = new_volume(node)
+    fill(root, 300)
+    url = start_async(node, "/volumes/snapshot", {"name": name, "snapshotName": "l"})
+    job_id = node.get(url).json()["id"]
+    wait_for_phase(node, url, "archiving")
+
+    # What a try killed after restic saved its snapshot leaves behind...
+    leftover = restic(
+        node, "backup", "--tag", f"job={job_id}", str(root / "chunk-000.bin")
+    )
+    assert leftover.returncode == 0, leftover.stderr
+    # ...and a restic of another job that holds the archive while the retry
+    # wants to forget that snapshot.
+    holder = subprocess.Popen(
+        ["restic", "--no-cache", "backup", "--stdin", "--tag", "holder"],
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("RESTIC")},
+            "RESTIC_REPOSITORY": str(node.data_dir / "archive"),
+            "RESTIC_PASSWORD": PASSPHRASE,
+        },
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        kill_worker(node)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = node.get(url).json()
+            if any("locked" in line for line in job["log"]):
+                break
+            assert job["status"] in ("queued", "running"), job
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"the retry never met the lock: {job}")
+    finally:
+        holder.communicate(b"held", timeout=60)
+
+    job = wait_job(node, url)
+    assert job["status"] == "succeeded", job
+    assert job["attempts"] == 2
+    assert any("forgot 1 snapshot" in line for line in job["log"]), job["log"]
+    tagged = restic(node, "snapshots", "--json", "--tag", f"job={job_id}")
+    assert [snap["id"] for snap in json.loads(tagged.stdout)] == [
+        job["result"]["snapshotId"]
+    ]
