@@ -23,9 +23,12 @@ from .models import Resource, Service
 logger = logging.getLogger(__name__)
 
 # A bucket name is at most 63 characters; the slug leaves room for "-" and the
-# 8-character hash, and stays short enough to read in listings.
+# 12-character hash, and stays short enough to read in listings. With 12 hex
+# digits (48 bits) a million services share a name with a chance of about 1 in
+# 500 (8 digits collided after some 100 thousand); services named with the 8
+# digits used before keep their names.
 SLUG_LENGTH = 40
-HASH_LENGTH = 8
+HASH_LENGTH = 12
 CLAIM_ATTEMPTS = 3
 
 DATABASE = Resource.Capability.DATABASE
@@ -192,12 +195,15 @@ def _claim_once(service_id, service_name, capabilities) -> tuple[Service, bool]:
             "repeat the deprovision call, then provision again"
         )
 
-    existing = {r.capability for r in service.resources.all()}
+    existing = {r.capability: r.name for r in service.resources.all()}
+    # The first name stays: later calls may carry a renamed service, and a
+    # service named with a shorter hash keeps it for every capability.
+    name = next(iter(existing.values()), None) or engine_name(
+        service.service_name, service_id
+    )
     for capability in capabilities:
         if capability in existing:
             continue
-        # The first name stays: later calls may carry a renamed service.
-        name = engine_name(service.service_name, service_id)
         taken = Resource.objects.filter(capability=capability, name=name)
         if taken.exists():
             raise Conflict(f"the {capability} name {name!r} belongs to another service")

@@ -5,6 +5,7 @@ bravo, are provisioned by fixtures; each must be refused the other's database
 and bucket.
 """
 
+import hashlib
 import json
 import re
 import subprocess
@@ -501,6 +502,17 @@ def test_longest_valid_ids_are_accepted(stack):
     env = response.json()["env"]
     assert NAME_RULE.match(env["S3_BUCKET"]) and len(env["S3_BUCKET"]) <= 63
     assert env["MONGODB_DATABASE"] == env["S3_BUCKET"]
+    assert deprovision(stack, service_id).status_code == 200
+
+
+def test_engine_names_end_in_twelve_hex_digits_of_the_service_id(stack):
+    service_id = new_service_id("hash")
+    response = provision(stack, service_id, "Shop")
+
+    assert response.status_code == 201, response.text
+    digest = hashlib.sha256(service_id.encode()).hexdigest()[:12]
+    for resource in response.json()["resources"]:
+        assert resource["name"] == f"shop-{digest}"
     assert deprovision(stack, service_id).status_code == 200
 
 
