@@ -342,8 +342,10 @@ def deprovision_service(service_id: str) -> dict:
     from then on; drop each resource's tenant in its engine
     (user and database; key and bucket with all objects) and delete its row as
     soon as the engine confirmed, so that a retry after an engine failure (503)
-    resumes where it stopped; delete the service row. A second call answers
-    404, like any unknown serviceId.
+    resumes where it stopped; delete the service row. Calls that overlap all
+    drop the same tenants (dropping is an "ensure" step), but only the call
+    whose delete removed the service row answers 200: the others, like any
+    later call, answer 404.
     """
     with transaction.atomic():
         try:
@@ -353,9 +355,10 @@ def deprovision_service(service_id: str) -> dict:
         _refuse_while_job_active(service_id)
         service.status = Service.Status.DEPROVISIONING
         service.save(update_fields=["status", "updated_at"])
+        resources = list(service.resources.all())
 
     removed, failed = [], []
-    for resource in service.resources.all():
+    for resource in resources:
         try:
             _drop_in_engine(resource, service_id)
         except EngineUnavailable as exc:
@@ -383,7 +386,9 @@ def deprovision_service(service_id: str) -> dict:
             f"the {' and '.join(failed)} engine did not answer; the service stays "
             "marked deprovisioning and repeating the call completes it"
         )
-    Service.objects.filter(pk=service.pk).delete()
+    deleted, _ = Service.objects.filter(pk=service.pk).delete()
+    if not deleted:
+        raise NotFound(f"service {service_id!r} was deprovisioned by another call")
     return {
         "serviceId": service.service_id,
         "serviceName": service.service_name,

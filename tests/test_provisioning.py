@@ -434,6 +434,29 @@ def test_second_deprovision_is_404_and_changes_nothing(stack):
     assert engine_state(stack) == before
 
 
+def test_concurrent_deprovision_calls_remove_once(stack):
+    service_id = new_service_id("race")
+    env = provision(stack, service_id).json()["env"]
+    answers = []
+
+    def call():
+        answers.append(deprovision(stack, service_id))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    statuses = sorted(answer.status_code for answer in answers)
+    assert statuses == [200, 404, 404, 404, 404, 404], [a.text for a in answers]
+    winner = next(answer.json() for answer in answers if answer.status_code == 200)
+    assert winner["status"] == "removed"
+    assert len(winner["resources"]) == 2
+    assert env["S3_BUCKET"] not in admin_buckets(stack)
+    assert stack.get(f"/resources/{service_id}").status_code == 404
+
+
 def test_provision_after_deprovision_starts_empty(stack):
     service_id = new_service_id("reborn")
     env = provision(stack, service_id).json()["env"]
