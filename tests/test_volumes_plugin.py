@@ -149,19 +149,33 @@ def test_bad_option_values_are_refused(plugin, opts):
     assert plugin.get(name)["Err"]
 
 
+@pytest.mark.parametrize("mode", ["07777", "4755", "02770", "0o6700"])
+def test_setuid_and_setgid_modes_are_refused(stack, plugin, mode):
+    name = new_name()
+
+    err = plugin.create(name, {"mode": mode})["Err"]
+
+    assert err == (
+        "option mode must be between 0 and 01777 "
+        f"(no setuid or setgid bits), not {mode!r}"
+    )
+    assert plugin.get(name)["Err"] == f"no such volume: {name}"
+    assert not (stack.data_dir / "volumes" / name).exists()
+
+
 def test_uid_gid_mode_apply_to_the_data_folder(stack, plugin):
     name = new_name()
-    assert plugin.create(name, {"uid": "1234", "gid": "2345", "mode": "2770"}) == {
+    assert plugin.create(name, {"uid": "1234", "gid": "2345", "mode": "1770"}) == {
         "Err": ""
     }
 
     info = (stack.data_dir / "volumes" / name / "data").stat()
     assert (info.st_uid, info.st_gid) == (1234, 2345)
-    assert stat.S_IMODE(info.st_mode) == 0o2770
+    assert stat.S_IMODE(info.st_mode) == 0o1770
     assert api_volume(stack, name)["options"] == {
         "uid": "1234",
         "gid": "2345",
-        "mode": "2770",
+        "mode": "1770",
     }
     plugin.remove(name)
 

@@ -32,6 +32,7 @@ NAME_MAX_LENGTH = 255
 
 SUPPORTED_OPTIONS = ("gid", "mode", "serviceId", "uid")
 MODE_PATTERN = re.compile(r"(0o|0)?[0-7]{1,4}")
+MAX_MODE = 0o1777
 ID_PATTERN = re.compile(r"[0-9]{1,10}")
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "unchanged" to chown
 
@@ -116,7 +117,15 @@ def _parse_id(key: str, value: str) -> int:
 def _parse_mode(value: str) -> int:
     if not MODE_PATTERN.fullmatch(value):
         raise VolumeError(f"option mode must be octal like 0755, not {value!r}")
-    return int(value.removeprefix("0o") or "0", 8)
+    mode = int(value.removeprefix("0o") or "0", 8)
+    # setuid and setgid on the folder would hand its owner's ids to whatever
+    # a container creates in it; the sticky bit (01000) is harmless.
+    if mode > MAX_MODE:
+        raise VolumeError(
+            "option mode must be between 0 and 01777 "
+            f"(no setuid or setgid bits), not {value!r}"
+        )
+    return mode
 
 
 def _check_service(service_id: str):
