@@ -8,7 +8,9 @@ else must pass through the gateway unchanged.
 
 import os
 import socket
+import struct
 
+import bson
 import pymongo
 import pytest
 from bson import ObjectId
@@ -232,3 +234,58 @@ def pid_listening(node, port: int) -> str:
             if target.startswith("socket:[") and target[8:-1] in inodes:
                 return name
     return ""
+
+
+def raw_exchange(node, message: bytes) -> bytes:
+    """Send one wire message to the database port; answer what comes back."""
+    with socket.create_connection(("127.0.0.1", node.ports["db"]), timeout=10) as sock:
+        sock.sendall(message)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+            if (
+                len(received) >= 4
+                and len(received) >= struct.unpack_from("<i", received)[0]
+            ):
+                break
+        return received
+
+
+def test_legacy_op_query_commands_are_inspected(embedded, bravo, bravo_secret):
+    namespace = f"{bravo['MONGODB_DATABASE']}.secret"
+    command = bson.encode(
+        {
+            "bulkWrite": 1,
+            "ops": [{"delete": 0, "filter": {}, "multi": True}],
+            "nsInfo": [{"ns": namespace}],
+        }
+    )
+    body = struct.pack("<i", 0) + b"admin.$cmd\x00" + struct.pack("<ii", 0, -1)
+    body += command
+    message = struct.pack("<iiii", 16 + len(body), 7, 0, 2004) + body
+
+    reply = raw_exchange(embedded, message)
+
+    assert struct.unpack_from("<iiii", reply)[2:] == (7, 1)
+    assert bson.decode(reply[36:])["code"] == UNAUTHORIZED
+    assert len(bravo_documents(embedded, bravo)) == 3
+
+
+def test_compressed_messages_close_the_connection(embedded):
+    payload = struct.pack("<iiB", 2013, 0, 0) + b"\x00" * 8
+    message = struct.pack("<iiii", 16 + len(payload), 9, 0, 2012) + payload
+
+    assert raw_exchange(embedded, message) == b""
+
+
+def test_clients_asking_for_compression_still_work(alpha):
+    client = pymongo.MongoClient(
+        alpha["MONGODB_URI"], compressors="zlib", serverSelectionTimeoutMS=5000
+    )
+    try:
+        collection = client[alpha["MONGODB_DATABASE"]].zipped
+        collection.insert_one({"text": "x" * 100_000})
+        assert len(collection.find_one()["text"]) == 100_000
+        collection.drop()
+    finally:
+        client.close()

@@ -190,15 +190,15 @@ class SecantusEngine(MongoWireEngine):
     kind = "secantus"
     embedded = True
     # retryWrites=false: pymongo's retryable writes slow this engine down 20x
-    # after ~10k writes. directConnection=true: bound to 0.0.0.0 it advertises a
-    # replica set member 0.0.0.0, which clients elsewhere cannot reach.
+    # after ~10k writes. directConnection=true: it advertises a replica set
+    # member at its private loopback port, which clients must not follow.
     uri_options = {"directConnection": "true", "retryWrites": "false"}
     limits = [
         "acknowledged writes are durable only because it runs with "
         "--sync-on-commit, at a cost in write throughput",
         "clients must use retryWrites=false (retryable writes slow it 20x) and "
-        "directConnection=true (it advertises host 0.0.0.0); returned URIs carry "
-        "both",
+        "directConnection=true (it advertises its private loopback address); "
+        "returned URIs carry both",
         "text and hashed indexes are not supported; capped collections keep "
         "their options but are not capped",
         "tenants get readWrite only (dbOwner could escalate to root)",
