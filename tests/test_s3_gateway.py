@@ -18,6 +18,7 @@ import pytest
 from botocore.config import Config
 
 from corestore_project import derive
+from corestore_project.engines.s3_metadata import MetadataStore
 
 MB = 1024 * 1024
 # The provisioned env of each bucket, for the few tests that need a client
@@ -605,3 +606,70 @@ def _md5_file(path) -> str:
         while chunk := handle.read(MB):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# Calls rclone would crash on, or must not allow a tenant.
+
+
+def test_copy_source_without_a_bucket_key_split(tenant):
+    client, bucket = tenant
+    key = f"split-{uuid.uuid4().hex[:8]}"
+    client.put_object(Bucket=bucket, Key=key, Body=b"source")
+    for source in (f"{bucket}%2F{key}", bucket, f"/{bucket}/"):
+        with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+            client.copy_object(Bucket=bucket, Key=f"{key}-copy", CopySource=source)
+        assert error_of(excinfo) == ("InvalidArgument", 400), source
+
+    # The gateway and rclone still serve, and a proper copy works.
+    client.copy_object(Bucket=bucket, Key=f"{key}-copy", CopySource=f"{bucket}/{key}")
+    copied = client.get_object(Bucket=bucket, Key=f"{key}-copy")["Body"].read()
+    assert copied == b"source"
+    client.delete_objects(
+        Bucket=bucket,
+        Delete={"Objects": [{"Key": key}, {"Key": f"{key}-copy"}]},
+    )
+
+
+def test_tenant_cannot_create_or_delete_buckets(stack, tenant):
+    client, bucket = tenant
+    foreign = f"grab-{uuid.uuid4().hex[:8]}"
+    for name in (foreign, bucket):
+        with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+            client.create_bucket(Bucket=name)
+        assert error_of(excinfo) == ("AccessDenied", 403)
+
+    empty_client, empty_bucket, _ = provision(stack, "empty")
+    with pytest.raises(botocore.exceptions.ClientError) as excinfo:
+        empty_client.delete_bucket(Bucket=empty_bucket)
+    assert error_of(excinfo) == ("AccessDenied", 403)
+    empty_client.head_bucket(Bucket=empty_bucket)
+
+    admin = admin_client(stack)
+    assert foreign not in {b["Name"] for b in admin.list_buckets()["Buckets"]}
+    admin.create_bucket(Bucket=foreign)
+    admin.delete_bucket(Bucket=foreign)
+
+
+def test_interrupted_uploads_are_swept_at_start(private_stack):
+    bucket_dir = private_stack.data_dir / "s3" / "buckets" / "leftovers"
+    (bucket_dir / "dir").mkdir(parents=True)
+    (bucket_dir / "kept.txt").write_bytes(b"kept")
+    leftovers = [
+        bucket_dir / ".rclone_temp_put_123abc",
+        bucket_dir / "dir" / ".rclone_temp_multipart_456def",
+    ]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    store = MetadataStore(private_stack.data_dir / "s3" / "metadata.sqlite3")
+    store.start_upload("upload-1", "leftovers", "big", {})
+    store.close()
+
+    private_stack.start()
+
+    assert not any(path.exists() for path in leftovers)
+    assert (bucket_dir / "kept.txt").read_bytes() == b"kept"
+    store = MetadataStore(private_stack.data_dir / "s3" / "metadata.sqlite3")
+    try:
+        assert store.upload_meta("upload-1") is None
+    finally:
+        store.close()

@@ -70,7 +70,8 @@ class RcloneEngine(ObjectEngine):
         "another key (rclone's directory cache)",
         "a removed access key keeps working for up to about 5 minutes "
         "(rclone caches the auth proxy's answer)",
-        "a tenant may delete its own bucket while it is empty",
+        "buckets are created and deleted by provisioning only: a tenant key "
+        "is refused CreateBucket and DeleteBucket with 403 AccessDenied",
     ]
 
     @property
@@ -93,6 +94,26 @@ class RcloneEngine(ObjectEngine):
         # rclone is not running yet, so no cached key can write any more.
         self._sweep(older_than=0)
         shutil.rmtree(self.root / "trash", ignore_errors=True)
+        self._drop_interrupted_uploads()
+
+    def _drop_interrupted_uploads(self) -> None:
+        """Removes what uploads cut off by a stop or crash of rclone left behind.
+
+        rclone writes a PUT, and each multipart part, to a temporary file in the
+        bucket folder and renames it when done; killed, it leaves the file for
+        ever. It keeps multipart uploads in memory only, so after its restart no
+        pending upload can be completed and their metadata rows go too.
+        """
+        for pattern in (".rclone_temp_put_*", ".rclone_temp_multipart_*"):
+            for leftover in self.buckets_dir.rglob(pattern):
+                if leftover.is_file() and not leftover.is_symlink():
+                    leftover.unlink(missing_ok=True)
+        if self.metadata_path.exists():
+            store = MetadataStore(self.metadata_path)
+            try:
+                store.db.execute("DELETE FROM uploads")
+            finally:
+                store.close()
 
     @property
     def socket_path(self) -> Path:

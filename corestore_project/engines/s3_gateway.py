@@ -164,6 +164,9 @@ REFUSED_HEADERS = {
     "x-amz-copy-source-range",
     "x-amz-write-offset-bytes",
 }
+# How the admin key's id begins (derive.s3_admin_credentials); tenant keys
+# begin with "CS" and a random letter or digit.
+ADMIN_KEY_PREFIX = "CSADMIN"
 # Canned ACLs that describe what the engine does anyway: only the owner.
 HARMLESS_ACLS = {"private", "bucket-owner-full-control"}
 
@@ -222,6 +225,8 @@ def operation(method: str, target: Target, headers) -> str:
             "True",
         ):
             raise not_implemented("object lock is not supported")
+        if method == "PUT":
+            return "create_bucket"
         return {"DELETE": "delete_bucket", "POST": "delete_objects"}.get(method, "pass")
 
     if method == "PUT" and "uploadId" in names:
@@ -230,6 +235,7 @@ def operation(method: str, target: Target, headers) -> str:
         if copy_source is not None:
             if "versionId=" in copy_source:
                 raise not_implemented("object versions are not supported")
+            check_copy_source(copy_source)
             return "copy_object"
         return "put_object"
     if method == "POST":
@@ -241,6 +247,45 @@ def operation(method: str, target: Target, headers) -> str:
     if "partNumber" in names:
         raise not_implemented("reading one part of an object is not supported")
     return "read_object"
+
+
+def check_copy_source(copy_source: str) -> None:
+    """Refuses a source that names no bucket and key; rclone's handler crashes.
+
+    The bucket must end at a literal '/': an encoded one ('bucket%2Fkey')
+    decodes to a plausible path but rclone cannot split it.
+    """
+    bucket, slash, key = copy_source.partition("?")[0].lstrip("/").partition("/")
+    if not slash or not unquote(bucket) or not unquote(key) or "%" in bucket:
+        raise Refusal(
+            400,
+            "InvalidArgument",
+            "x-amz-copy-source must be <bucket>/<key>, the '/' not URL-encoded",
+        )
+
+
+def access_key_id(request: web.BaseRequest) -> str:
+    """The access key id a request is signed with (SigV4 header or presigned)."""
+    credential = request.query.get("X-Amz-Credential", "")
+    authorization = request.headers.get("Authorization", "")
+    if "Credential=" in authorization:
+        credential = authorization.partition("Credential=")[2]
+    return credential.partition("/")[0].strip()
+
+
+def check_bucket_admin(request: web.BaseRequest, op: str) -> None:
+    """Only the node's admin key creates and deletes buckets.
+
+    A tenant key is served a backend that holds its own bucket only: rclone
+    fails with a 500 on any other name, and would let the tenant re-create its
+    bucket after deleting it. Buckets are made and removed by provisioning.
+    """
+    if op not in ("create_bucket", "delete_bucket"):
+        return
+    if not access_key_id(request).startswith(ADMIN_KEY_PREFIX):
+        raise Refusal(
+            403, "AccessDenied", "only the node's admin key creates or deletes buckets"
+        )
 
 
 def check_headers(method: str, headers) -> None:
@@ -369,6 +414,7 @@ class Gateway:
         target = parse_target(request.raw_path)
         try:
             op = operation(request.method, target, request.headers)
+            check_bucket_admin(request, op)
         except Refusal as refusal:
             logger.info(
                 "refused %s %s: %s", request.method, request.path, refusal.message
