@@ -342,11 +342,19 @@ def deprovision_service(service_id: str) -> dict:
     from then on; drop each resource's tenant in its engine
     (user and database; key and bucket with all objects) and delete its row as
     soon as the engine confirmed, so that a retry after an engine failure (503)
-    resumes where it stopped; delete the service row. Calls that overlap all
-    drop the same tenants (dropping is an "ensure" step), but only the call
-    whose delete removed the service row answers 200: the others, like any
-    later call, answer 404.
+    resumes where it stopped; delete the service row. Calls for one service
+    run one after the other, so only the first answers 200 and the others,
+    like any later call, answer 404.
     """
+    from snapshots.common import target_lock
+
+    # A file lock, not a transaction: on SQLite a transaction would hold the
+    # whole metadata database for as long as the engines take.
+    with target_lock("deprovision", service_id, exclusive=True):
+        return _deprovision(service_id)
+
+
+def _deprovision(service_id: str) -> dict:
     with transaction.atomic():
         try:
             service = Service.objects.select_for_update().get(service_id=service_id)
