@@ -1,11 +1,14 @@
 """What every control API endpoint shares: the bearer token and JSON errors."""
 
+import functools
 import hmac
 import logging
 
 from django.conf import settings
 from django.http import JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions, status
+from rest_framework.parsers import JSONParser
 from rest_framework.permissions import BasePermission
 
 logger = logging.getLogger(__name__)
@@ -36,6 +39,57 @@ class Unavailable(ApiError):
         super().__init__(
             "engine_unavailable", message, status.HTTP_503_SERVICE_UNAVAILABLE
         )
+
+
+class JsonBodyParser(JSONParser):
+    """DRF's JSON parser, with too deep nesting answered as invalid JSON.
+
+    The json module recurses once per nesting level: `[` a hundred thousand
+    times raises RecursionError, which is no ValueError and would be a 500.
+    """
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise exceptions.ParseError(
+                "JSON parse error - nested too deeply"
+            ) from None
+
+
+class AnyTypeJsonParser(JsonBodyParser):
+    """Parses the body as JSON whatever Content-Type the caller sent.
+
+    Listed after JsonBodyParser: callers that send no or another Content-Type
+    get their JSON read, and a body that is not JSON gets a 400 invalid_json
+    rather than DRF's 415.
+    """
+
+    media_type = "*/*"
+
+
+def get_only(view):
+    """GET only, answered 405 in the API's JSON shape; no CSRF check.
+
+    For the plain Django views (/health, /metrics): without csrf_exempt a POST
+    would get Django's HTML CSRF page before any method check.
+    """
+
+    @csrf_exempt
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if request.method != "GET":
+            response = JsonResponse(
+                error_body(
+                    "method_not_allowed", f"method {request.method} is not allowed"
+                ),
+                status=405,
+            )
+            response["Allow"] = "GET"
+            return response
+        return view(request, *args, **kwargs)
+
+    return wrapper
 
 
 def token_matches(header: str) -> bool:
@@ -81,6 +135,10 @@ def json_exception_handler(exc, context):
     # classes of this module.
     from rest_framework.views import exception_handler
 
+    if isinstance(exc, RecursionError):
+        # From a JSON parser other than JsonBodyParser (a view's own list):
+        # the body is nested too deeply to be read.
+        exc = exceptions.ParseError("JSON parse error - nested too deeply")
     response = exception_handler(exc, context)
     if response is None:
         # Unexpected: log it with its traceback, answer without one.

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import redis
 from django.conf import settings
 from django.http import JsonResponse
-from django.views.decorators.http import require_GET
 
+from corestore_project.api import get_only
 from corestore_project.engines import database_engine, object_engine
 from corestore_project.stack import supervisor_proxy
 
@@ -105,7 +105,7 @@ def engine_info(engine) -> dict:
     return {"engine": engine.kind, "embedded": engine.embedded, "limits": engine.limits}
 
 
-@require_GET
+@get_only
 def health(request):
     with ThreadPoolExecutor(max_workers=len(CHECKS) + 1) as pool:
         futures = {name: pool.submit(_run, check) for name, check in CHECKS.items()}

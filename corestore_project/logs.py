@@ -12,6 +12,23 @@ import time
 current_context = contextvars.ContextVar("corestore_log_context", default="-")
 
 
+def printable(value) -> str:
+    """The value with every control or other unprintable character %-encoded.
+
+    For request-derived values (path, method, request id) written into a log
+    line: a decoded path may hold a newline, which would start a forged line.
+    """
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(
+        char
+        if char.isprintable()
+        else "".join(f"%{byte:02X}" for byte in char.encode("utf-8", "replace"))
+        for char in text
+    )
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record):
         if not hasattr(record, "ctx"):
@@ -47,4 +64,11 @@ class TracebackOnlyFilter(logging.Filter):
     """
 
     def filter(self, record):
-        return record.exc_info is not None
+        if record.exc_info is None:
+            return False
+        # Its message names the request's path, decoded: escape it too.
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                printable(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        return True

@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
 from django.http import HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -37,8 +36,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from corestore_project import health
-from corestore_project.api import error_body, token_matches
+from corestore_project.api import error_body, get_only, token_matches
 from corestore_project.engines import database_engine, object_engine
+from corestore_project.logs import printable
 from corestore_project.metrics_state import StateCollector
 
 access_log = logging.getLogger("corestore.access")
@@ -103,8 +103,8 @@ class HttpMetricsMiddleware:
         access_log.log(
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %s %.1fms",
-            request.method,
-            request.path,
+            printable(request.method),
+            printable(request.path),
             response.status_code,
             elapsed * 1000,
             extra={"ctx": f"req:{request_id}"},
@@ -168,7 +168,7 @@ def scrape() -> bytes:
     return output + generate_latest(HTTP_REGISTRY)
 
 
-@require_GET
+@get_only
 def metrics(request):
     if not token_matches(request.META.get("HTTP_AUTHORIZATION", "")):
         return JsonResponse(

@@ -178,7 +178,10 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": [
+        "corestore_project.api.JsonBodyParser",
+        "corestore_project.api.AnyTypeJsonParser",
+    ],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": ["corestore_project.api.BearerTokenPermission"],
     "EXCEPTION_HANDLER": "corestore_project.api.json_exception_handler",

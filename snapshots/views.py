@@ -233,6 +233,6 @@ def int_param(request, name: str, default: int) -> int:
     value = request.query_params.get(name)
     if value is None:
         return default
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise ApiError("invalid", f"{name} must be a positive integer", 400, name)
     return int(value)

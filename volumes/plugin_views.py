@@ -41,7 +41,8 @@ def _read_body(request) -> dict:
         return {}
     try:
         body = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: nested deeper than the json module can follow.
         raise driver.VolumeError("request body is not valid JSON") from None
     if not isinstance(body, dict):
         raise driver.VolumeError("request body must be a JSON object")
