@@ -4,6 +4,7 @@ Every variable is read here, through django-environ, with a type and a default.
 A bad value stops start-up with one line naming the variable.
 """
 
+import ipaddress
 import sys
 from pathlib import Path
 
@@ -46,6 +47,12 @@ def _choice(name, default, choices):
 
 DATA_DIR = Path(_read("CORESTORE_DATA_DIR", env.str, "/data/corestore")).absolute()
 BIND_ADDRESS = _read("CORESTORE_BIND_ADDRESS", env.str, "0.0.0.0")
+try:
+    ipaddress.ip_address(BIND_ADDRESS)
+except ValueError:
+    raise SettingError(
+        "CORESTORE_BIND_ADDRESS", f"{BIND_ADDRESS!r} is not an IP address"
+    ) from None
 PUBLIC_HOST = _read("CORESTORE_PUBLIC_HOST", env.str, "corestore")
 CONTROL_PORT = _port("CORESTORE_CONTROL_PORT", 3000)
 S3_PORT = _port("CORESTORE_S3_PORT", 9000)
@@ -67,8 +74,10 @@ if JOB_TIME_LIMIT < 60:
     raise SettingError("CORESTORE_JOB_TIME_LIMIT", "must be at least 60 seconds")
 DB_ENGINE = _choice("CORESTORE_DB_ENGINE", "auto", ("auto", "mongod", "secantus"))
 S3_ENGINE = _choice("CORESTORE_S3_ENGINE", "auto", ("auto", "minio", "rclone"))
-FLOWER_BASIC_AUTH = _read("CORESTORE_FLOWER_BASIC_AUTH", env.str, "") or None
-if FLOWER_BASIC_AUTH and ":" not in FLOWER_BASIC_AUTH:
+# Named with SECRET: Celery masks settings by name when Flower shows a worker's
+# configuration, and FLOWER_BASIC_AUTH would be shown in clear.
+FLOWER_AUTH_SECRET = _read("CORESTORE_FLOWER_BASIC_AUTH", env.str, "") or None
+if FLOWER_AUTH_SECRET and ":" not in FLOWER_AUTH_SECRET:
     raise SettingError("CORESTORE_FLOWER_BASIC_AUTH", "expected user:password")
 ADMIN_PASSWORD = _read("CORESTORE_ADMIN_PASSWORD", env.str, "") or None
 LOG_FORMAT = _choice("CORESTORE_LOG_FORMAT", "text", ("text", "json"))

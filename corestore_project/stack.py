@@ -135,7 +135,7 @@ def process_specs() -> list[ProcessSpec]:
             priority=60,
         ),
     ]
-    if settings.FLOWER_BASIC_AUTH:
+    if settings.FLOWER_AUTH_SECRET:
         specs.append(
             ProcessSpec(
                 name="flower",
@@ -152,7 +152,7 @@ def process_specs() -> list[ProcessSpec]:
                 # Flower reads FLOWER_BASIC_AUTH from its environment, which
                 # supervisord passes on: the credentials stay out of `ps` and
                 # of the generated config.
-                environment={"FLOWER_BASIC_AUTH": settings.FLOWER_BASIC_AUTH},
+                environment={"FLOWER_BASIC_AUTH": settings.FLOWER_AUTH_SECRET},
             )
         )
     else:
