@@ -160,3 +160,38 @@ def test_ctrl_c_stops_the_stack(private_stack, signal_to_send):
     node.process.wait(timeout=120)
     node.kill_leftovers()
     assert node.stack_pids() == []
+
+
+def test_second_start_on_a_running_data_dir_is_refused(stack):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runstack"],
+        cwd=ROOT,
+        env=stack.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode != 0
+    assert "another corestore stack is running" in result.stderr
+    assert stack.plugin_socket.exists()
+    assert (stack.data_dir / "run" / "redis.sock").exists()
+    assert requests.get(f"{stack.url}/health", timeout=10).status_code == 200
+
+
+def test_forced_engine_without_its_binary_is_refused(tmp_path):
+    env = {**os.environ, "CORESTORE_DATA_DIR": str(tmp_path)}
+    env["CORESTORE_DB_ENGINE"] = "mongod"
+    env["PATH"] = "/usr/bin:/bin"
+
+    result = subprocess.run(
+        [sys.executable, "manage.py", "runstack", "--prepare-only"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode != 0
+    assert "CORESTORE_DB_ENGINE=mongod, but mongod is not on PATH" in result.stderr

@@ -6,6 +6,7 @@ itself (the database engine's admin user), write the supervisord config, and
 replace this process with supervisord in the foreground.
 """
 
+import fcntl
 import logging
 import os
 import shutil
@@ -70,11 +71,38 @@ class Command(BaseCommand):
             raise CommandError(
                 "redis-server is not installed (apt-get install redis-server)"
             )
+        forced = {
+            "CORESTORE_DB_ENGINE": (settings.DB_ENGINE, "mongod"),
+            "CORESTORE_S3_ENGINE": (settings.S3_ENGINE, "minio"),
+        }
+        for name, (choice, binary) in forced.items():
+            if choice == binary and not shutil.which(binary):
+                raise CommandError(f"{name}={choice}, but {binary} is not on PATH")
+
+    def _lock_data_dir(self):
+        """Refuse to start twice on one data dir.
+
+        A second start would delete the running stack's sockets and fail its
+        jobs. The lock's descriptor survives the exec, so supervisord holds it
+        for as long as the stack runs.
+        """
+        lock_path = settings.RUN_DIR / "stack.lock"
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CommandError(
+                f"another corestore stack is running on {settings.DATA_DIR}"
+            ) from None
+        os.set_inheritable(fd, True)
+        self._lock_fd = fd
 
     def _prepare_data_dir(self):
         ensure_dir(settings.DATA_DIR)
         for name in DATA_SUBDIRS:
             ensure_dir(settings.DATA_DIR / name)
+        self._lock_data_dir()
         # Samples of the previous run's processes: counters restart from zero.
         shutil.rmtree(settings.METRICS_DIR, ignore_errors=True)
         ensure_dir(settings.METRICS_DIR)
