@@ -49,7 +49,7 @@ HEADER = struct.Struct("<iiii")
 INT32 = struct.Struct("<i")
 # The engine's own limit; a larger length is a broken or hostile frame.
 MAX_MESSAGE_BYTES = 48_000_000
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
 UNAUTHORIZED = 13
 
 
