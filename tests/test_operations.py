@@ -610,6 +610,17 @@ def test_logs_are_json_lines_with_request_and_job_ids(ops, plugin):
     )
 
 
+def test_json_access_line_escapes_control_characters(ops):
+    marker = secrets.token_hex(4)
+    assert keep(ops.get(f"/forged-{marker}%0a%1b[31mx")).status_code == 404
+    time.sleep(0.5)
+
+    lines = (ops.data_dir / "log" / "api.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines if marker in line]
+    assert len(entries) == 1, entries
+    assert f"GET /forged-{marker}%0A%1B[31mx 404" in entries[0]["message"]
+
+
 def test_no_secret_in_any_log_or_answer(ops):
     """Runs last: scans everything the run wrote and received."""
     master = (ops.data_dir / "master.secret").read_text().strip()
