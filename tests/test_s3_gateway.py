@@ -673,3 +673,19 @@ def test_interrupted_uploads_are_swept_at_start(private_stack):
         assert store.upload_meta("upload-1") is None
     finally:
         store.close()
+
+
+def test_refusal_log_line_escapes_control_characters(stack):
+    marker = uuid.uuid4().hex[:8]
+    connection = http.client.HTTPConnection("127.0.0.1", stack.ports["s3"], 30)
+    try:
+        connection.request("PUT", f"/bucket/forged-{marker}%0aINFO%20x?tagging")
+        assert connection.getresponse().status == 501
+    finally:
+        connection.close()
+    time.sleep(0.5)
+
+    log = (stack.data_dir / "log" / "s3gateway.log").read_text().splitlines()
+    lines = [line for line in log if marker in line]
+    assert len(lines) == 1, lines
+    assert f"/bucket/forged-{marker}%0AINFO x" in lines[0]

@@ -56,6 +56,7 @@ from corestore_project.logs import (  # noqa: E402
     ContextFilter,
     JsonFormatter,
     TextFormatter,
+    printable,
 )
 
 logger = logging.getLogger("corestore.s3gateway")
@@ -417,7 +418,10 @@ class Gateway:
             check_bucket_admin(request, op)
         except Refusal as refusal:
             logger.info(
-                "refused %s %s: %s", request.method, request.path, refusal.message
+                "refused %s %s: %s",
+                printable(request.method),
+                printable(request.path),
+                printable(refusal.message),
             )
             return error_response(request, refusal)
 
@@ -445,7 +449,11 @@ class Gateway:
             return await handler(request, target, upstream)
         except sqlite3.Error:
             # rclone has done the write; a retry of the request redoes both.
-            logger.exception("metadata of %s %s not recorded", request.method, target)
+            logger.exception(
+                "metadata of %s %s not recorded",
+                printable(request.method),
+                printable(target),
+            )
             return error_response(
                 request,
                 Refusal(500, "InternalError", "metadata not recorded; please retry"),
