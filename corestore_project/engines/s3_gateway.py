@@ -51,6 +51,7 @@ from yarl import URL
 # engines/minio.py would shadow the minio package.
 sys.path[0] = str(Path(__file__).resolve().parents[2])
 
+from corestore_project import derive  # noqa: E402
 from corestore_project.engines.s3_metadata import MetadataStore  # noqa: E402
 from corestore_project.logs import (  # noqa: E402
     ContextFilter,
@@ -165,9 +166,9 @@ REFUSED_HEADERS = {
     "x-amz-copy-source-range",
     "x-amz-write-offset-bytes",
 }
-# How the admin key's id begins (derive.s3_admin_credentials); tenant keys
-# begin with "CS" and a random letter or digit.
-ADMIN_KEY_PREFIX = "CSADMIN"
+# The node's admin key id (derive.s3_admin_credentials), set at start from the
+# stack's master secret; None (no key may create or delete buckets) without one.
+admin_key_id: str | None = None
 # Canned ACLs that describe what the engine does anyway: only the owner.
 HARMLESS_ACLS = {"private", "bucket-owner-full-control"}
 
@@ -283,7 +284,7 @@ def check_bucket_admin(request: web.BaseRequest, op: str) -> None:
     """
     if op not in ("create_bucket", "delete_bucket"):
         return
-    if not access_key_id(request).startswith(ADMIN_KEY_PREFIX):
+    if admin_key_id is None or access_key_id(request) != admin_key_id:
         raise Refusal(
             403, "AccessDenied", "only the node's admin key creates or deletes buckets"
         )
@@ -878,6 +879,19 @@ async def serve(args) -> None:
     store.close()
 
 
+def load_admin_key_id() -> None:
+    """Learn the admin key id from the master secret the stack passes down."""
+    global admin_key_id
+    data_dir = os.environ.get("CORESTORE_DATA_DIR")
+    if not data_dir:
+        return
+    secret = derive.read_master_secret(
+        Path(data_dir), os.environ.get("CORESTORE_MASTER_SECRET")
+    )
+    if secret:
+        admin_key_id = derive.s3_admin_credentials(secret)[0]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--listen", required=True, help="HOST:PORT")
@@ -885,6 +899,7 @@ def main() -> int:
     parser.add_argument("--metadata", required=True, help="SQLite file")
     parser.add_argument("--log-format", choices=("text", "json"), default="text")
     args = parser.parse_args()
+    load_admin_key_id()
     # The same line format as the rest of the stack (CORESTORE_LOG_FORMAT).
     handler = logging.StreamHandler()
     handler.setFormatter(
