@@ -36,6 +36,7 @@ from corestore_project.logs import (  # noqa: E402
     ContextFilter,
     JsonFormatter,
     TextFormatter,
+    printable,
 )
 
 logger = logging.getLogger("corestore.dbgateway")
@@ -162,7 +163,9 @@ class Connection:
             await self.pipe(self.client_reader, self.upstream_writer, remaining)
             return
         await self.discard(remaining)
-        logger.warning("refused %s", command_name(body).decode(errors="replace"))
+        logger.warning(
+            "refused %s", printable(command_name(body).decode(errors="replace"))
+        )
         if not flags & MORE_TO_COME:
             await self.reply(error_reply(request_id, reason))
 
@@ -178,7 +181,9 @@ class Connection:
             self.upstream_writer.write(header + body)
             await self.upstream_writer.drain()
             return
-        logger.warning("refused %s", command_name(command).decode(errors="replace"))
+        logger.warning(
+            "refused %s", printable(command_name(command).decode(errors="replace"))
+        )
         await self.reply(op_reply(request_id, reason))
 
     async def relay_replies(self) -> None:
